@@ -1,0 +1,1 @@
+"""Reports: statistics, tables and plots, all pure functions of the tidy results table."""

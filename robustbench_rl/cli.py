@@ -1,0 +1,160 @@
+"""The `rbrl` command line: thin wrappers that parse, call the library and print.
+
+Every expected failure (bad checkpoint, unknown env or attack, bad number) surfaces as one line
+``Error: ...`` with a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from robustbench_rl.attacks.base import ThreatModelViolation, check_eps, list_attacks
+from robustbench_rl.checkpoint import CheckpointError, read_metadata
+from robustbench_rl.envs import EnvError
+
+USER_ERRORS = (CheckpointError, EnvError, ValueError, FileNotFoundError, FileExistsError, KeyError)
+
+
+class RbrlGroup(click.Group):
+    """Turns the library's user-facing errors into click's one-line `Error:` exits."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ThreatModelViolation:
+            raise  # a bug, not bad input: keep the traceback
+        except USER_ERRORS as err:
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            raise click.ClickException(str(msg).splitlines()[0] if msg else type(err).__name__) from None
+
+
+def parse_eps_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[float]:
+    """'0.05,0.1' -> [0.05, 0.1], each checked against the threat model's range."""
+    out = []
+    for item in str(value).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(check_eps(item))
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    if not out:
+        raise click.BadParameter("give at least one eps, e.g. --eps 0.05,0.1,0.2")
+    return out
+
+
+def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
+    """'random,biggest' or 'all' -> registered attack names (without 'none', which always runs)."""
+    known = list_attacks()
+    names = [n for n in known if n != "none"] if value.strip() == "all" else [
+        n.strip() for n in value.split(",") if n.strip()]
+    for n in names:
+        if n not in known:
+            raise click.BadParameter(f"unknown attack {n!r}; known attacks: {', '.join(known)}, or 'all'")
+    return [n for n in names if n != "none"]
+
+
+@click.group(cls=RbrlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="robustbench-rl", prog_name="rbrl")
+def main() -> None:
+    """robustbench-rl: how badly does a policy break when its actions are perturbed?"""
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw metadata as JSON.")
+def info(checkpoint: str, as_json: bool) -> None:
+    """Print a checkpoint's metadata (algo, env, dims, networks, config, versions)."""
+    from robustbench_rl.policy import resolve_spec
+
+    meta = read_metadata(resolve_spec(checkpoint))
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    click.echo(format_metadata(meta))
+
+
+def format_metadata(meta: dict) -> str:
+    """Human-readable multi-line summary of checkpoint metadata."""
+    lines = [
+        f"algo:        {meta.get('algo')}",
+        f"env:         {meta.get('env_id')}  (obs {meta.get('obs_dim')}, act {meta.get('act_dim')})",
+    ]
+    if "action_low" in meta:
+        lines.append(f"env bounds:  low {meta['action_low']}  high {meta['action_high']}")
+    lines += [
+        f"seed:        {meta.get('seed')}",
+        f"steps:       {meta.get('steps')}",
+        f"created:     {meta.get('created')}",
+        f"format:      v{meta.get('format_version')}",
+        "networks:",
+    ]
+    for name, spec in meta.get("networks", {}).items():
+        rest = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type")
+        lines.append(f"  {name:<11}{spec.get('type')} ({rest})")
+    if meta.get("obs_norm"):
+        lines.append("obs norm:    yes (running mean/var stored in the checkpoint)")
+    if meta.get("config"):
+        lines.append("config:")
+        lines += [f"  {k} = {v}" for k, v in sorted(meta["config"].items())]
+    if meta.get("versions"):
+        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--policy", "policy_spec", required=True, help="Checkpoint path or zoo:NAME.")
+@click.option("--eps", "eps_list", default="0.05,0.1,0.2", show_default=True, callback=parse_eps_list,
+              help="Comma-separated budgets in normalised action units (0..2).")
+@click.option("--attack", "attacks", default="random,biggest", show_default=True, callback=parse_attack_list,
+              help="Comma-separated attack names, or 'all'. The nominal policy is always evaluated too.")
+@click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1), help="Episodes per cell.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Eval seed: episode i is reset with seed + i.")
+@click.option("--num-envs", default=8, show_default=True, type=click.IntRange(min=1), help="Episodes run side by side.")
+@click.option("--env", "env_id", default=None, help="Env id (default: the one the policy was trained on).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
+def attack(policy_spec: str, eps_list: list[float], attacks: list[str], episodes: int, seed: int, num_envs: int,
+           env_id: str | None, out: str | None) -> None:
+    """Evaluate a policy nominally and under every attack at every eps; print a table."""
+    from robustbench_rl.attacks.base import make_attack
+    from robustbench_rl.policy import load_policy
+    from robustbench_rl.results import result_frame, write_table
+    from robustbench_rl.rollout import evaluate
+
+    if out is not None and Path(out).suffix not in (".csv", ".parquet"):
+        raise click.BadParameter("use a .csv or .parquet file name", param_hint="--out")
+    policy = load_policy(policy_spec, env_id=env_id)
+    kw = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "env_id": env_id}
+    frames = [result_frame(policy, evaluate(policy, "none", 0.0, **kw))]
+    for name in attacks:
+        att = make_attack(name)
+        frames += [result_frame(policy, evaluate(policy, att, eps, **kw)) for eps in eps_list]
+    table = pd.concat(frames, ignore_index=True)
+    click.echo(format_summary(table))
+    if out:
+        write_table(table, out)
+        click.echo(f"wrote {len(table)} rows to {out}")
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """Mean +- std return per (attack, eps), with % of the nominal mean."""
+    nominal = table.loc[table["attack"] == "none", "return"].mean()
+    rows = []
+    for (att, eps), grp in table.groupby(["attack", "eps"], sort=False):
+        mean, std = grp["return"].mean(), grp["return"].std(ddof=0)
+        pct = 100.0 * mean / nominal if nominal not in (0,) and pd.notna(nominal) else float("nan")
+        rows.append((att, eps, f"{mean:.1f} ± {std:.1f}", f"{pct:.0f}%", len(grp)))
+    header = f"{'attack':<10} {'eps':>6} {'return (mean ± std)':>22} {'% nominal':>10} {'episodes':>9}"
+    body = [f"{a:<10} {e:>6g} {r:>22} {p:>10} {n:>9}" for a, e, r, p, n in rows]
+    first = table.iloc[0]
+    title = f"{first['policy']} ({first['algo']}) on {first['env_id']}"
+    return "\n".join([title, header, "-" * len(header), *body])
+
+
+if __name__ == "__main__":
+    main()

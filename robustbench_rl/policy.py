@@ -1,0 +1,162 @@
+"""The one policy interface shared by trainers, attacks and the runner.
+
+A :class:`Policy` maps raw observations (B, obs_dim) to deterministic actions in [-1, 1]^d and exposes
+the critics its checkpoint carries (``"q"``, ``"q_adv"``) as :class:`Critic` callables on raw
+observations. Observation normalisation, where a checkpoint has it, happens inside: callers never see
+normalised observations.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from robustbench_rl.checkpoint import CheckpointError, build_modules, load_checkpoint
+
+CRITIC_PREFIXES = {"q": "critic", "q_adv": "critic_adv"}
+
+
+@runtime_checkable
+class Critic(Protocol):
+    """Raw obs (B, obs_dim), normalised action (B, act_dim) -> value (B,)."""
+
+    def __call__(self, obs: Tensor, act: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A deterministic, batched policy in the normalised action space."""
+
+    name: str
+    env_id: str
+    obs_dim: int
+    act_dim: int
+    critics: Mapping[str, Critic]
+
+    def act(self, obs: Tensor) -> Tensor: ...
+
+
+class ObsNormalizer(nn.Module):
+    """Fixed observation standardisation (x - mean) / sqrt(var + 1e-8), clipped to +-clip."""
+
+    def __init__(self, mean: Tensor, var: Tensor, clip: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("var", var.float())
+        self.clip = clip
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return ((obs - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
+
+
+class TwinCriticView:
+    """A checkpoint's twin critic as a :class:`Critic`: min over the heads, on raw observations."""
+
+    def __init__(self, module: nn.Module, normalize: nn.Module) -> None:
+        self.module = module
+        self.normalize = normalize
+
+    def __call__(self, obs: Tensor, act: Tensor) -> Tensor:
+        return self.module.min_q(self.normalize(obs), act)
+
+    def heads(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        return self.module(self.normalize(obs), act)
+
+
+class CheckpointPolicy:
+    """A policy rebuilt from an rbrl checkpoint (see :mod:`robustbench_rl.checkpoint`)."""
+
+    def __init__(self, modules: Mapping[str, nn.Module], meta: Mapping[str, Any], tensors: Mapping[str, Tensor],
+                 name: str, path: Path | None = None, device: str = "cpu") -> None:
+        if "actor" not in modules:
+            raise CheckpointError(f"{name}: checkpoint has no actor network")
+        self.meta = dict(meta)
+        self.name = name
+        self.path = path
+        self.algo: str = meta["algo"]
+        self.env_id: str = meta["env_id"]
+        self.obs_dim: int = meta["obs_dim"]
+        self.act_dim: int = meta["act_dim"]
+        self.device = torch.device(device)
+        self.normalize: nn.Module = nn.Identity()
+        if "obs_rms.mean" in tensors or "obs_rms.var" in tensors:
+            mean, var = tensors.get("obs_rms.mean"), tensors.get("obs_rms.var")
+            for key, t in (("obs_rms.mean", mean), ("obs_rms.var", var)):
+                if t is None or tuple(t.shape) != (self.obs_dim,):
+                    raise CheckpointError(f"{name}: tensor {key} missing or not of shape ({self.obs_dim},)")
+            self.normalize = ObsNormalizer(mean, var, clip=float(meta.get("obs_clip", 10.0)))
+        self.normalize.to(self.device)
+        self.modules = {k: m.to(self.device) for k, m in modules.items()}
+        self.actor = self.modules["actor"]
+        self.critics: dict[str, Critic] = {
+            key: TwinCriticView(self.modules[prefix], self.normalize)
+            for key, prefix in CRITIC_PREFIXES.items() if prefix in self.modules
+        }
+        for module in self.modules.values():
+            module.requires_grad_(False)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic actions for a batch of raw observations: tanh actor, or the clipped Gaussian mean."""
+        obs = obs.to(self.device, torch.float32)
+        return self.actor(self.normalize(obs)).clamp(-1.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"CheckpointPolicy({self.name!r}, algo={self.algo}, env={self.env_id}, critics={sorted(self.critics)})"
+
+
+def zoo_path(name: str) -> Path:
+    """Path of a bundled checkpoint ``zoo:NAME``; CheckpointError listing the bundled names if absent."""
+    from importlib.resources import files
+
+    root = Path(str(files("robustbench_rl.zoo")))
+    path = root / f"{name}.safetensors"
+    if not path.is_file():
+        known = sorted(p.stem for p in root.glob("*.safetensors"))
+        raise CheckpointError(f"no bundled policy zoo:{name}; bundled: {', '.join(known) or 'none yet'}")
+    return path
+
+
+def resolve_spec(spec: str) -> Path:
+    """Turn a policy spec (path or ``zoo:NAME``) into a file path."""
+    if spec.startswith("zoo:"):
+        return zoo_path(spec[4:])
+    if spec.startswith("sb3:"):
+        raise CheckpointError("sb3: policies are not supported by this version of rbrl (planned: the [sb3] extra)")
+    return Path(os.path.expanduser(spec))
+
+
+def load_policy(spec: str, device: str = "cpu", env_id: str | None = None) -> CheckpointPolicy:
+    """Load a policy from a spec: ``path/x.safetensors`` (ours) or ``zoo:NAME`` (bundled).
+
+    The modules are rebuilt from the checkpoint's metadata and every tensor shape is checked. With
+    `env_id`, the env's observation and action sizes are checked against the policy's too, so that a
+    policy is never silently run on an env it was not trained for.
+    """
+    path = resolve_spec(spec)
+    tensors, meta = load_checkpoint(path)
+    modules = build_modules(tensors, meta, path=str(path))
+    policy = CheckpointPolicy(modules, meta, tensors, name=path.stem if not spec.startswith("zoo:") else spec,
+                              path=path, device=device)
+    if env_id is not None:
+        check_env_compat(policy, env_id)
+    return policy
+
+
+def check_env_compat(policy: Policy, env_id: str) -> None:
+    """Raise CheckpointError when the env's dimensions differ from the policy's."""
+    from robustbench_rl.envs import env_spec
+
+    if env_id == policy.env_id:
+        return
+    spec = env_spec(env_id)
+    if (spec["obs_dim"], spec["act_dim"]) != (policy.obs_dim, policy.act_dim):
+        raise CheckpointError(
+            f"policy {policy.name} was trained for {policy.env_id} (obs {policy.obs_dim}, act {policy.act_dim}) "
+            f"and cannot run on {env_id} (obs {spec['obs_dim']}, act {spec['act_dim']}); use --env {policy.env_id}"
+        )

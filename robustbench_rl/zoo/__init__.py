@@ -1,0 +1,1 @@
+"""Bundled pretrained checkpoints (package data)."""
