@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 from robustbench_rl.attacks.base import apply_delta, register_attack
+from torch import Tensor
 
 
 @register_attack("none", "no perturbation (nominal)")

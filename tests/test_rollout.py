@@ -1,0 +1,88 @@
+"""evaluate(): exact episode counts and seeds, determinism, the bound assertion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from robustbench_rl.attacks import ThreatModelViolation
+
+from robustbench_rl.policy import load_policy
+from robustbench_rl.rollout import evaluate
+
+
+@pytest.fixture
+def hopper_policy(random_checkpoint):
+    return load_policy(str(random_checkpoint("Hopper-v5")))
+
+
+@pytest.mark.parametrize("num_envs", [1, 3, 8, 20])
+def test_exactly_n_episodes_with_their_own_seeds(hopper_policy, num_envs):
+    res = evaluate(hopper_policy, "none", 0.0, episodes=7, seed=100, num_envs=num_envs)
+    assert len(res.returns) == len(res.lengths) == 7
+    assert list(res.episode_seeds) == list(range(100, 107))
+    assert (res.lengths > 0).all()
+
+
+def test_deterministic_attack_results_do_not_depend_on_num_envs(hopper_policy):
+    # episode i is always seeded seed + i, so nominal and biggest results are slot-independent
+    # (up to float32 rounding: a different batch size changes the matmul's summation order)
+    for attack in ("none", "biggest"):
+        a = evaluate(hopper_policy, attack, 0.1, episodes=6, seed=3, num_envs=1)
+        b = evaluate(hopper_policy, attack, 0.1, episodes=6, seed=3, num_envs=4)
+        np.testing.assert_allclose(a.returns, b.returns, rtol=1e-5)
+        np.testing.assert_array_equal(a.lengths, b.lengths)
+
+
+def test_same_seed_same_numbers_and_different_seed_differs(hopper_policy):
+    a = evaluate(hopper_policy, "random", 0.3, episodes=5, seed=7, num_envs=2)
+    b = evaluate(hopper_policy, "random", 0.3, episodes=5, seed=7, num_envs=2)
+    c = evaluate(hopper_policy, "random", 0.3, episodes=5, seed=8, num_envs=2)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    assert not np.array_equal(a.returns, c.returns)
+
+
+def test_short_episodes_do_not_bias_the_sample():
+    """With a policy whose episode length depends on the seed, the N episodes are exactly seeds 0..N-1."""
+    class SeedEcho:
+        name, env_id, obs_dim, act_dim, critics = "zero", "InvertedPendulum-v5", 4, 1, {}
+
+        def act(self, obs):
+            return torch.zeros(obs.shape[0], 1)
+
+    ref = [evaluate(SeedEcho(), "none", 0.0, episodes=1, seed=s, num_envs=1).returns[0] for s in range(12)]
+    batched = evaluate(SeedEcho(), "none", 0.0, episodes=12, seed=0, num_envs=5).returns
+    np.testing.assert_array_equal(batched, ref)
+
+
+def test_attack_violating_the_bound_is_caught(hopper_policy):
+    class Cheater:
+        name, needs_critic = "cheater", None
+
+        def perturb(self, obs, act, eps, generator=None):
+            return (act + 2 * eps).clamp(-1, 1)
+
+    with pytest.raises(ThreatModelViolation):
+        evaluate(hopper_policy, Cheater(), 0.1, episodes=1, seed=0, num_envs=1)
+
+
+def test_perturbation_reaches_the_env():
+    """On Ledge (reward = executed action), the return is the attacked action, not the policy's."""
+
+    class Half:
+        name, env_id, obs_dim, act_dim, critics = "half", "rbrl/Ledge-v0", 1, 1, {}
+
+        def act(self, obs):
+            return torch.full((obs.shape[0], 1), 0.45)
+
+    nominal = evaluate(Half(), "none", 0.0, episodes=3, seed=0, num_envs=3).returns
+    pushed = evaluate(Half(), "biggest", 0.2, episodes=3, seed=0, num_envs=3).returns
+    np.testing.assert_allclose(nominal, 0.45, atol=1e-6)
+    np.testing.assert_allclose(pushed, 0.25, atol=1e-6)  # biggest pushes a > 0 towards -1
+
+
+@pytest.mark.parametrize("kw", [{"episodes": 0}, {"num_envs": 0}])
+def test_bad_arguments(hopper_policy, kw):
+    args = {"episodes": 2, "seed": 0, "num_envs": 1, **kw}
+    with pytest.raises(ValueError):
+        evaluate(hopper_policy, "none", 0.0, **args)
