@@ -1,0 +1,623 @@
+"""The benchmark runner: every policy x every attack x every eps x every eval seed, resumable.
+
+A suite (:mod:`robustbench_rl.suite`) expands into *cells* (policy, attack, eps, eval seed); the
+nominal cell (attack ``none``) runs at eps 0 only. The run directory holds::
+
+    DIR/manifest.json      suite, policy hashes, versions, git hash, machine, timings, status
+    DIR/cells/*.json       one file per finished cell (its rows + timing), written atomically
+    DIR/results.parquet    the tidy results table of all cells (+ a ``group`` column), suite order
+    DIR/results.csv        the same table as CSV
+
+Cells are written by whoever runs them as soon as they finish, so a run killed at any moment (even
+SIGKILL) loses at most the cells in flight, never half a file; rerunning the same command resumes
+with the missing cells and ends with exactly the rows of an uninterrupted run. Each cell file's name
+carries a fingerprint of everything that decides its numbers (policy file hash, attack settings,
+episodes, num_envs, ...), so a resumed run can never mix in a cell computed under other settings.
+
+Critics for min-q / min-oa-q are resolved (and fitted, when needed) once per (policy, attack) in the
+parent process before any cell is dispatched; workers then load them from the on-disk cache.
+Execution is delegated to a small :class:`Executor` (a local process pool here) so that other
+backends (Ray) can run the same cells.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from robustbench_rl.checkpoint import atomic_write_bytes, file_sha256, package_versions
+from robustbench_rl.results import RESULT_COLUMNS, write_table
+from robustbench_rl.suite import Suite, suite_hash
+
+BENCH_FORMAT = 1
+BENCH_COLUMNS = [*RESULT_COLUMNS, "group"]
+NO_DEFAULT_SUITE = ("no bundled default suite exists yet (the policy zoo will provide one); "
+                    "pass a suite file: rbrl bench examples/suite.toml --out runs/bench")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Cells
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """A suite policy after loading: identity (file hash) and labels."""
+
+    name: str
+    spec: str
+    path: str
+    sha256: str
+    algo: str
+    group: str
+    env_id: str
+    train_seed: int | None
+    critics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: `episodes` episodes of one policy under one attack at one eps and eval seed."""
+
+    index: int
+    policy: str
+    attack: str
+    eps: float
+    seed: int
+    key: str
+    """Fingerprint of everything that decides this cell's rows."""
+
+    @property
+    def filename(self) -> str:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.policy)[:60]
+        return f"{slug}__{self.attack}__eps{self.eps:g}__seed{self.seed}__{self.key[:12]}.json"
+
+
+def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
+    """All cells of a suite in report order: policies, then nominal + attacks, eps ascending, seeds.
+
+    The nominal cell exists at eps 0 only; eps 0 is not repeated for the attacks (an attack at eps 0
+    executes the nominal action bit for bit, so it would duplicate the nominal cell).
+    """
+    cells = []
+    common = {"episodes": suite.episodes, "num_envs": suite.num_envs, "max_episode_steps": suite.max_episode_steps}
+    pgd = {"critic": suite.critic, "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts,
+           "pgd_step_size": suite.pgd_step_size}
+    for info in policies:
+        who = {"name": info.name, "group": info.group, "sha256": info.sha256, "env_id": info.env_id}
+        grid = [("none", 0.0)] + [(a, e) for a in suite.attacks for e in suite.eps if e > 0]
+        for attack, eps in grid:
+            for seed in suite.eval_seeds:
+                ident = {"format": BENCH_FORMAT, "policy": who, "attack": attack, "eps": eps, "seed": seed,
+                         **common, **(pgd if attack != "none" else {})}
+                key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+                cells.append(Cell(len(cells), info.name, attack, float(eps), int(seed), key))
+    return cells
+
+
+def load_policies(suite: Suite) -> list[PolicyInfo]:
+    """Load every suite policy once (shape and env checks happen here, before any work starts)."""
+    from robustbench_rl.policy import load_policy, resolve_spec
+
+    out: list[PolicyInfo] = []
+    for entry in suite.policies:
+        policy = load_policy(entry.spec, env_id=entry.env)
+        path = resolve_spec(entry.spec)
+        meta = getattr(policy, "meta", {}) or {}
+        name = entry.name or policy.name
+        out.append(PolicyInfo(
+            name=name, spec=entry.spec, path=str(path), sha256=file_sha256(path), algo=str(meta.get("algo", "unknown")),
+            group=entry.group or str(meta.get("algo", "unknown")), env_id=entry.env or policy.env_id,
+            train_seed=meta.get("seed"), critics=tuple(sorted(policy.critics)),
+        ))
+    names = [p.name for p in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"two suite policies are both named {dupes[0]!r}; give each a distinct name = \"...\"")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running one cell (in a worker or in-process)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """What a worker needs to run one cell: plain data, cheap to send to another process."""
+
+    cell: Cell
+    policy: PolicyInfo
+    critic: str
+    """The resolved critic source to use ("none", "own" or "fitted")."""
+    suite: dict
+    out_file: str
+
+
+_POLICY_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = False):
+    """(attack, critic_source) for a policy; critics come from make_policy_attack (fitted ones cached)."""
+    from robustbench_rl.attacks.base import make_attack
+
+    try:
+        from robustbench_rl.attacks.critic import make_policy_attack
+    except ModuleNotFoundError as err:  # critic attacks not installed: only critic-free attacks exist
+        if err.name != "robustbench_rl.attacks.critic":
+            raise
+        attack = make_attack(name)
+        return attack, "none"
+    return make_policy_attack(
+        policy, name, critic="auto" if critic == "none" else critic, pgd_steps=suite["pgd_steps"],
+        restarts=suite["pgd_restarts"], step_size=suite["pgd_step_size"], cache_dir=suite["critic_cache"],
+        progress=progress,
+    )
+
+
+def run_cell(task: CellTask) -> dict:
+    """Evaluate one cell, write its rows to `task.out_file` atomically, return its timing summary."""
+    from robustbench_rl.policy import load_policy
+    from robustbench_rl.results import result_frame
+    from robustbench_rl.rollout import evaluate
+
+    cell, info, suite = task.cell, task.policy, task.suite
+    cache_key = (info.path, info.sha256)
+    if cache_key not in _POLICY_CACHE:
+        policy = load_policy(info.path, env_id=info.env_id)
+        policy.name = info.name
+        _POLICY_CACHE[cache_key] = policy
+    policy = _POLICY_CACHE[cache_key]
+    # A fresh attack per cell: an attack that kept state between calls would make a cell's numbers
+    # depend on which cells its worker happened to run before it.
+    attack, source = build_attack(policy, cell.attack, suite, task.critic)
+    start = time.perf_counter()
+    res = evaluate(policy, attack, cell.eps, episodes=suite["episodes"], seed=cell.seed,
+                   num_envs=suite["num_envs"], env_id=info.env_id, progress=False,
+                   max_episode_steps=suite["max_episode_steps"])
+    frame = result_frame(policy, res, source)
+    frame["group"] = info.group
+    record = {
+        "format": BENCH_FORMAT, "key": cell.key, "policy": cell.policy, "attack": cell.attack, "eps": cell.eps,
+        "eval_seed": cell.seed, "critic_source": source, "wall_s": time.perf_counter() - start,
+        "env_steps": res.env_steps, "mean_return": res.mean,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
+        "rows": {c: [_plain(v) for v in frame[c].tolist()] for c in BENCH_COLUMNS},
+    }
+    atomic_write_bytes(task.out_file, json.dumps(record).encode())
+    return {k: v for k, v in record.items() if k != "rows"}
+
+
+def _plain(v: Any) -> Any:
+    if v is pd.NA or v is None:
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_cell(path: str | os.PathLike) -> pd.DataFrame:
+    """The rows of one finished cell file, with the results table's dtypes."""
+    record = json.loads(Path(path).read_text())
+    return _typed(pd.DataFrame(record["rows"])[BENCH_COLUMNS])
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    return df.astype({"train_seed": "Int64", "eps": float, "eval_seed": np.int64, "episode": np.int64,
+                      "return": float, "length": np.int64})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Executors
+
+
+class Executor(Protocol):
+    """Runs cell tasks somewhere and yields each (task, summary) as it finishes, in any order.
+
+    Implementations must run `fn` on every task exactly once unless an error is raised, and stop
+    promptly (without leaving workers behind) when the consumer stops iterating.
+    """
+
+    workers: int
+
+    def map_unordered(self, fn: Callable[[CellTask], dict], tasks: list[CellTask]) -> Iterator[tuple[CellTask, dict]]:
+        ...
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set, or parallel work already ran in this process: keep it
+        pass
+
+
+def _init_worker(threads: int, parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the pool, so the workers
+    # ignore it instead of each printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_threads(threads)
+
+    def watch_parent() -> None:
+        # A SIGKILLed parent cannot stop its pool; without this the workers would wait forever on
+        # their task queue. A finished cell is already on disk, an unfinished one is simply redone.
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
+@dataclass
+class SerialExecutor:
+    """Runs cells one after another in this process (workers = 1: no process start-up cost)."""
+
+    threads: int = 1
+    workers: int = 1
+
+    def map_unordered(self, fn, tasks):
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for task in tasks:
+                yield task, fn(task)
+        finally:
+            torch.set_num_threads(before)
+
+
+@dataclass
+class LocalPoolExecutor:
+    """A pool of `workers` local processes, each with `threads` torch threads.
+
+    Processes are started with ``spawn``: forking a parent that already ran torch (critic fitting)
+    can deadlock in its thread pools. A worker exits by itself when its parent dies.
+    """
+
+    workers: int
+    threads: int = 1
+
+    def map_unordered(self, fn, tasks):
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
+        clean = False
+        try:
+            pending = {pool.submit(fn, t): t for t in tasks}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = pending.pop(fut)
+                    yield task, fut.result()
+            clean = True
+        finally:
+            if clean:
+                pool.shutdown(wait=True)
+            else:  # error, Ctrl-C or an abandoned iterator: stop now, the running cells are redone later
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_executor(kind: str = "local", workers: int | None = None, threads: int = 1) -> Executor:
+    """An executor by name; ``local`` is a process pool (or in-process when workers == 1)."""
+    if kind != "local":
+        raise ValueError(f"unknown executor {kind!r}; this version of rbrl runs benches with: local")
+    workers = workers or default_workers()
+    if workers < 1 or threads < 1:
+        raise ValueError(f"workers and threads must be >= 1, got workers={workers}, threads={threads}")
+    return SerialExecutor(threads=threads) if workers == 1 else LocalPoolExecutor(workers=workers, threads=threads)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class BenchRun:
+    """What :func:`run_bench` produced."""
+
+    out_dir: Path
+    table: pd.DataFrame
+    manifest: dict
+    cells_total: int
+    cells_run: int
+    cells_skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_identity(suite: Suite, policies: list[PolicyInfo]) -> dict:
+    """The suite fields that decide the numbers, plus each policy file's hash."""
+    ident = suite.identity()
+    ident.pop("critic_cache")
+    ident["policies"] = [{"name": p.name, "group": p.group, "env_id": p.env_id, "sha256": p.sha256}
+                         for p in policies]
+    return ident
+
+
+def run_bench(
+    suite: Suite,
+    out_dir: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    threads: int | None = None,
+    resume: bool | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    executor: Executor | None = None,
+) -> BenchRun:
+    """Run (or resume) a suite into `out_dir` and return the combined results table.
+
+    `workers` (default: the suite's, 0 = one per core) local processes each run with `threads` torch
+    threads (default: the suite's, 1): evaluation works on batches of at most num_envs rows, where
+    extra threads buy nothing and N workers x N threads would oversubscribe the cores. `resume`
+    None continues a run found in `out_dir` and starts one otherwise; True requires one. A run of a
+    different suite (or of changed policy files) is refused unless `force`, which keeps the cells
+    still valid under the new suite and deletes the rest. Raises ValueError with a one-line reason.
+    """
+    out = Path(out_dir)
+    manifest_path = out / "manifest.json"
+    has_run = manifest_path.is_file()
+    if resume and not has_run:
+        raise ValueError(f"--resume: {out} holds no bench run (no manifest.json); drop --resume to start one")
+    if not has_run and out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty and holds no bench run; choose a new or empty --out folder")
+    policies = load_policies(suite)
+    identity = run_identity(suite, policies)
+    ident_hash = suite_hash(identity)
+    old: dict = {}
+    if has_run:
+        try:
+            old = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            raise ValueError(f"{manifest_path} is corrupt; move it away to rerun the suite from its cell files") from None
+        if old.get("suite_hash") != ident_hash and not force:
+            changed = sorted(k for k in identity if old.get("identity", {}).get(k) != identity[k])
+            raise ValueError(
+                f"{out} holds a run of a different suite (changed: {', '.join(changed) or 'format'}); "
+                "use --force to keep the cells that still match and rerun the rest, or choose another --out"
+            )
+    workers = workers if workers is not None else (suite.workers or default_workers())
+    threads = threads if threads is not None else suite.threads_per_worker
+    cells = expand_cells(suite, policies)
+    cells_dir = out / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    with _RunLock(out):
+        expected = {c.filename for c in cells}
+        for path in cells_dir.iterdir():
+            # leftovers of writes cut short by a kill, and (after --force) cells of the old suite
+            if path.name not in expected:
+                path.unlink()
+        todo = [c for c in cells if not (cells_dir / c.filename).is_file()]
+        by_name = {p.name: p for p in policies}
+        show = sys.stderr.isatty() if progress is None else progress
+        started = _now()
+        manifest = _manifest(suite, policies, identity, ident_hash, old, len(cells), workers, threads)
+        session = {"started": started, "workers": workers, "threads": threads, "cells_run": 0,
+                   "cells_skipped": len(cells) - len(todo)}
+        manifest["sessions"].append(session)
+        manifest["status"] = "running"
+        _write_json(manifest_path, manifest)
+
+        t0 = time.perf_counter()
+        sources = _resolve_critics(todo, by_name, suite, show)
+        fit_s = time.perf_counter() - t0
+        suite_d = suite.to_dict()
+        tasks = [CellTask(c, by_name[c.policy], sources[(c.policy, c.attack)], suite_d, str(cells_dir / c.filename))
+                 for c in todo]
+        n_workers = max(1, min(workers, len(tasks)))
+        ex = executor or make_executor("local", n_workers, threads)
+        run = _drive(ex, tasks, len(cells), show)
+        session.update(run)
+        session.update({"finished": _now(), "fit_s": round(fit_s, 3)})
+        table = combine_cells(cells_dir, cells)
+        write_table(table, out / "results.parquet")
+        write_table(table, out / "results.csv")
+        manifest["status"] = "complete"
+        manifest["timings"] = _timings(cells_dir, cells, manifest["sessions"])
+        _write_json(manifest_path, manifest)
+    return BenchRun(out, table, manifest, len(cells), session["cells_run"], session["cells_skipped"])
+
+
+def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Suite, show: bool) -> dict:
+    """Critic source per (policy, attack) with pending cells, fitting missing critics once, here.
+
+    Every later make_policy_attack call for the pair (in the workers) then hits the critic cache.
+    """
+    from robustbench_rl.policy import load_policy
+
+    sources: dict[tuple[str, str], str] = {}
+    suite_d = suite.to_dict()
+    for name, attack in dict.fromkeys((c.policy, c.attack) for c in todo):
+        if attack == "none":
+            sources[(name, attack)] = "none"
+            continue
+        info = by_name[name]
+        policy = load_policy(info.path, env_id=info.env_id)
+        policy.name = info.name
+        _, source = build_attack(policy, attack, suite_d, suite.critic, progress=show)
+        sources[(name, attack)] = source
+    return sources
+
+
+def _drive(ex: Executor, tasks: list[CellTask], total: int, show: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    cell_s = 0.0
+    steps = 0
+    bar = tqdm(total=total, initial=total - len(tasks), desc="cells", unit="cell", disable=not show,
+               dynamic_ncols=True, smoothing=0.1)
+    n = 0
+    try:
+        for task, summary in ex.map_unordered(run_cell, tasks):
+            n += 1
+            cell_s += summary["wall_s"]
+            steps += summary["env_steps"]
+            bar.set_postfix_str(f"{task.cell.policy} {task.cell.attack} eps={task.cell.eps:g}", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - start
+    return {"cells_run": n, "cells_wall_s": round(wall, 3), "cell_s_sum": round(cell_s, 3), "env_steps": steps,
+            "env_steps_per_s": round(steps / wall, 1) if wall > 0 else None}
+
+
+def combine_cells(cells_dir: Path, cells: Iterable[Cell]) -> pd.DataFrame:
+    """The results table of all cells, in suite order (so it does not depend on finishing order)."""
+    frames = [read_cell(cells_dir / c.filename) for c in cells]
+    return _typed(pd.concat(frames, ignore_index=True)[BENCH_COLUMNS])
+
+
+def read_results(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Load a bench directory's results table (parquet, else CSV); FileNotFoundError naming the fix."""
+    out = Path(out_dir)
+    if (out / "results.parquet").is_file():
+        return pd.read_parquet(out / "results.parquet")
+    if (out / "results.csv").is_file():
+        return _typed(pd.read_csv(out / "results.csv"))
+    if out.is_file() and out.suffix in (".parquet", ".csv"):
+        return pd.read_parquet(out) if out.suffix == ".parquet" else _typed(pd.read_csv(out))
+    hint = " (the run is unfinished: rerun `rbrl bench` with the same --out to complete it)" if (
+        out / "manifest.json").is_file() else ""
+    raise FileNotFoundError(f"no results.parquet or results.csv in {out}{hint}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Manifest
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def git_info() -> dict | None:
+    """Commit and dirty flag of the rbrl source checkout, or None when it is not a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def machine_info() -> dict:
+    """Where the numbers were made (CPU, cores, OS, Python)."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu, "cpu_count": os.cpu_count(), "usable_cores": default_workers()}
+
+
+def _manifest(suite, policies, identity, ident_hash, old, n_cells, workers, threads) -> dict:
+    return {
+        "format": BENCH_FORMAT,
+        "suite": suite.to_dict(),
+        "identity": identity,
+        "suite_hash": ident_hash,
+        "policies": [p.__dict__ for p in policies],
+        "cells": n_cells,
+        "columns": BENCH_COLUMNS,
+        "versions": package_versions(),
+        "git": git_info(),
+        "machine": machine_info(),
+        "executor": {"kind": "local", "workers": workers, "threads_per_worker": threads},
+        "created": old.get("created", _now()),
+        "sessions": list(old.get("sessions", [])),
+        "status": "running",
+    }
+
+
+def _timings(cells_dir: Path, cells: list[Cell], sessions: list[dict]) -> dict:
+    per_attack: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    for c in cells:
+        rec = json.loads((cells_dir / c.filename).read_text())
+        per_attack[c.attack] = per_attack.get(c.attack, 0.0) + rec["wall_s"]
+        steps[c.attack] = steps.get(c.attack, 0) + rec["env_steps"]
+    return {
+        "wall_s": round(sum(s.get("cells_wall_s", 0.0) + s.get("fit_s", 0.0) for s in sessions), 3),
+        "critic_fit_s": round(sum(s.get("fit_s", 0.0) for s in sessions), 3),
+        "cell_s_by_attack": {k: round(v, 3) for k, v in per_attack.items()},
+        "env_steps_per_s_by_attack": {k: round(steps[k] / v, 1) if v > 0 else None for k, v in per_attack.items()},
+    }
+
+
+class _RunLock:
+    """DIR/.lock holding our pid: two benches writing one directory would race on its cells."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".lock"
+
+    def __enter__(self) -> _RunLock:
+        host = socket.gethostname()
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                other_host, pid = self.path.read_text().split(":")
+                alive = other_host == host and _pid_alive(int(pid))
+            except (OSError, ValueError):
+                alive = False
+            if alive:
+                raise ValueError(f"another rbrl bench (pid {pid}) is writing {self.path.parent}; wait for it "
+                                 "or stop it first") from None
+            self.path.unlink(missing_ok=True)  # left by a killed run
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{host}:{os.getpid()}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
