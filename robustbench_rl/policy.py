@@ -126,18 +126,24 @@ def resolve_spec(spec: str) -> Path:
     """Turn a policy spec (path or ``zoo:NAME``) into a file path."""
     if spec.startswith("zoo:"):
         return zoo_path(spec[4:])
-    if spec.startswith("sb3:"):
-        raise CheckpointError("sb3: policies are not supported by this version of rbrl (planned: the [sb3] extra)")
     return Path(os.path.expanduser(spec))
 
 
-def load_policy(spec: str, device: str = "cpu", env_id: str | None = None) -> CheckpointPolicy:
-    """Load a policy from a spec: ``path/x.safetensors`` (ours) or ``zoo:NAME`` (bundled).
+def load_policy(spec: str, device: str = "cpu", env_id: str | None = None, *, vecnormalize: str | None = None,
+                trust_pickle: bool = False) -> Policy:
+    """Load a policy from a spec: ``path/x.safetensors`` (ours), ``zoo:NAME`` (bundled), ``sb3:model.zip``.
 
     The modules are rebuilt from the checkpoint's metadata and every tensor shape is checked. With
     `env_id`, the env's observation and action sizes are checked against the policy's too, so that a
-    policy is never silently run on an env it was not trained for.
+    policy is never silently run on an env it was not trained for. SB3 models need `env_id` (their
+    zips do not record it); `vecnormalize` is an SB3 VecNormalize pickle, read only with `trust_pickle`.
     """
+    if spec.startswith("sb3:"):
+        from robustbench_rl.sb3 import load_sb3_policy
+
+        return load_sb3_policy(spec[4:], env_id, device=device, vecnormalize=vecnormalize, trust_pickle=trust_pickle)
+    if vecnormalize:
+        raise CheckpointError("--vecnormalize applies to sb3: policies only (rbrl checkpoints carry their obs stats)")
     path = resolve_spec(spec)
     tensors, meta = load_checkpoint(path)
     modules = build_modules(tensors, meta, path=str(path))
