@@ -22,6 +22,7 @@ backends (Ray) can run the same cells.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -251,10 +252,9 @@ def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    try:
+    # set_num_interop_threads fails once parallel work ran in this process: then keep what is there
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(threads)
-    except RuntimeError:  # already set, or parallel work already ran in this process: keep it
-        pass
 
 
 def _init_worker(threads: int, parent_pid: int) -> None:
@@ -351,7 +351,8 @@ class BenchRun:
     cells_total: int
     cells_run: int
     cells_skipped: int = 0
-    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    """Wall time of this call (critic fitting + cells), excluding earlier sessions of a resumed run."""
 
 
 def run_identity(suite: Suite, policies: list[PolicyInfo]) -> dict:
@@ -444,7 +445,8 @@ def run_bench(
         manifest["status"] = "complete"
         manifest["timings"] = _timings(cells_dir, cells, manifest["sessions"])
         _write_json(manifest_path, manifest)
-    return BenchRun(out, table, manifest, len(cells), session["cells_run"], session["cells_skipped"])
+    return BenchRun(out, table, manifest, len(cells), session["cells_run"], session["cells_skipped"],
+                    wall_s=time.perf_counter() - t0)
 
 
 def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Suite, show: bool) -> dict:
