@@ -156,5 +156,67 @@ def format_summary(table: pd.DataFrame) -> str:
     return "\n".join([title, header, "-" * len(header), *body])
 
 
+@main.command()
+@click.argument("suite", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory (results.parquet/.csv, manifest.json, cells/). Required.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes (default: the suite's `workers`; 0 = one per CPU core).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per worker (default: the suite's `threads_per_worker`, 1).")
+@click.option("--resume", is_flag=True, help="Require an existing run in --out and continue it "
+              "(continuing is already the default when --out holds a run).")
+@click.option("--force", is_flag=True, help="Accept a changed suite: keep the finished cells that still "
+              "match it, delete the others, run the rest.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: int | None, resume: bool,
+          force: bool, quiet: bool) -> None:
+    """Run a benchmark SUITE (TOML): every policy x attack x eps x eval seed, resumable."""
+    from robustbench_rl.bench import NO_DEFAULT_SUITE, run_bench
+    from robustbench_rl.suite import load_suite
+
+    if suite is None:
+        raise click.ClickException(NO_DEFAULT_SUITE)
+    if out_dir is None:
+        raise click.UsageError("give a run directory with --out DIR")
+    spec = load_suite(suite)
+    try:
+        run = run_bench(spec, out_dir, workers=workers or None, threads=threads, resume=resume or None,
+                        force=force, progress=False if quiet else None)
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; finished cells are kept in {out_dir}/cells: rerun the same "
+                                   "command to resume") from None
+    click.echo(f"{run.cells_total} cells ({run.cells_skipped} already done, {run.cells_run} run) in "
+               f"{run.wall_s:.1f} s; {len(run.table)} rows -> {Path(out_dir) / 'results.parquet'} "
+               f"(+ results.csv, manifest.json)")
+
+
+@main.command()
+@click.argument("results", type=click.Path(exists=True))
+@click.option("--format", "formats", default="md,tex,csv,html", show_default=True,
+              help="Comma-separated outputs: md, tex, csv, html (figures are always written as PNG + SVG).")
+@click.option("--eps", "eps_list", default=None, callback=lambda c, p, v: None if v is None else parse_eps_list(c, p, v),
+              help="Comma-separated eps to show in the tables and the bar charts (default: all eps in "
+                   "the tables, bars at the largest).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Where to write the report (default: RESULTS/report).")
+@click.option("--runs", "run_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Training run directory (repeatable): adds training curves from its progress.csv.")
+@click.option("--by", type=click.Choice(["group", "algo", "policy"]), default="group", show_default=True,
+              help="Row / line unit: suite groups (seeds pooled), algorithms, or single policies.")
+@click.option("--stat", "statistic", type=click.Choice(["mean", "iqm"]), default="mean", show_default=True,
+              help="Statistic shown in tables and plots (CIs are bootstrap 95% of this statistic).")
+def report(results: str, formats: str, eps_list: list[float] | None, out_dir: str | None, run_dirs: tuple[str, ...],
+           by: str, statistic: str) -> None:
+    """Tables, robustness curves and report.html from a bench directory (or a results file)."""
+    from robustbench_rl.reports import make_report
+
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    paths = make_report(results, out_dir, formats=fmts, eps=eps_list, run_dirs=run_dirs, by=by, statistic=statistic)
+    where = paths[0].parent if paths else out_dir
+    html = [p for p in paths if p.name == "report.html"]
+    click.echo(f"wrote {len(paths)} files to {where}" + (f"; open {html[0]}" if html else ""))
+
+
 if __name__ == "__main__":
     main()
