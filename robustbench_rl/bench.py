@@ -99,17 +99,27 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
     cells = []
     common = {"episodes": suite.episodes, "num_envs": suite.num_envs, "max_episode_steps": suite.max_episode_steps}
     pgd = {"critic": suite.critic, "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts,
-           "pgd_step_size": suite.pgd_step_size}
+           "pgd_step_size": suite.pgd_step_size, "fit": [list(kv) for kv in suite.fit]}
+    critic_attacks = _critic_attacks()
     for info in policies:
         who = {"name": info.name, "group": info.group, "sha256": info.sha256, "env_id": info.env_id}
         grid = [("none", 0.0)] + [(a, e) for a in suite.attacks for e in suite.eps if e > 0]
         for attack, eps in grid:
             for seed in suite.eval_seeds:
                 ident = {"format": BENCH_FORMAT, "policy": who, "attack": attack, "eps": eps, "seed": seed,
-                         **common, **(pgd if attack != "none" else {})}
+                         **common, **(pgd if attack in critic_attacks else {})}
                 key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
                 cells.append(Cell(len(cells), info.name, attack, float(eps), int(seed), key))
     return cells
+
+
+def _critic_attacks() -> set[str]:
+    """Attacks whose numbers depend on the critic and PGD settings (those settings enter their key)."""
+    try:
+        from robustbench_rl.attacks.critic import CRITIC_ATTACKS
+    except ModuleNotFoundError:
+        return set()
+    return set(CRITIC_ATTACKS)
 
 
 def load_policies(suite: Suite) -> list[PolicyInfo]:
@@ -164,10 +174,15 @@ def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = F
             raise
         attack = make_attack(name)
         return attack, "none"
+    kw = {}
+    if suite.get("fit"):
+        from robustbench_rl.attacks.fit import FitConfig
+
+        kw["fit_config"] = FitConfig(**dict(suite["fit"]))
     return make_policy_attack(
         policy, name, critic="auto" if critic == "none" else critic, pgd_steps=suite["pgd_steps"],
         restarts=suite["pgd_restarts"], step_size=suite["pgd_step_size"], cache_dir=suite["critic_cache"],
-        progress=progress,
+        progress=progress, **kw,
     )
 
 
@@ -392,7 +407,7 @@ def run_bench(
     if not has_run and out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no bench run; choose a new or empty --out folder")
     policies = load_policies(suite)
-    identity = run_identity(suite, policies)
+    identity = json.loads(json.dumps(run_identity(suite, policies), default=str))  # as the manifest stores it
     ident_hash = suite_hash(identity)
     old: dict = {}
     if has_run:

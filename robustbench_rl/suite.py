@@ -67,6 +67,9 @@ class Suite:
     """Override the env's time limit (default: the env's own)."""
     critic_cache: str | None = None
     """Where fitted critics are cached (default: the critic module's user cache dir)."""
+    fit: tuple[tuple[str, Any], ...] = ()
+    """Overrides of the fitted-critic budget (robustbench_rl.attacks.fit.FitConfig fields), e.g.
+    ``[fit] steps = 20000``; empty = the standard budget."""
     workers: int = 0
     """Worker processes; 0 = one per CPU core. Not part of the run's identity."""
     threads_per_worker: int = 1
@@ -189,8 +192,10 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
         if not isinstance(cache, str):
             _fail(where, f"critic_cache must be a folder path, got {cache!r}")
         cache = str((Path(base_dir or ".") / os.path.expanduser(cache)).resolve())
+    fit = _parse_fit(data.get("fit", {}), where)
     return Suite(
         policies=tuple(policies),
+        fit=fit,
         name=name,
         attacks=tuple(attacks),
         eps=tuple(sorted(eps_values)),
@@ -206,6 +211,28 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
         workers=_int(where, "workers", data.get("workers", Suite.workers), 0),
         threads_per_worker=_int(where, "threads_per_worker", data.get("threads_per_worker", 1), 1),
     )
+
+
+def _parse_fit(raw: Any, where: str) -> tuple[tuple[str, Any], ...]:
+    """Validate the [fit] table against FitConfig's fields (by building one)."""
+    if not isinstance(raw, dict):
+        _fail(where, f"fit must be a table ([fit] with FitConfig fields), got {raw!r}")
+    if not raw:
+        return ()
+    try:
+        from robustbench_rl.attacks.fit import FitConfig
+    except ModuleNotFoundError:
+        _fail(where, "[fit] needs robustbench_rl.attacks.fit (fitted critics), which is not installed")
+    known = set(FitConfig.__dataclass_fields__)
+    bad = sorted(set(raw) - known)
+    if bad:
+        _fail(where, f"unknown key {bad[0]!r} in [fit]; allowed keys: {', '.join(sorted(known))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    try:
+        FitConfig(**values)
+    except (TypeError, ValueError) as err:
+        _fail(where, f"[fit]: {err}")
+    return tuple(sorted(values.items()))
 
 
 def load_suite(path: str | os.PathLike) -> Suite:

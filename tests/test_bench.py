@@ -1,0 +1,295 @@
+"""The benchmark runner: suite parsing, cell expansion, resume (also after SIGKILL), critics fitted once,
+and the `rbrl bench` / `rbrl report` commands end to end on tiny checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from robustbench_rl.bench import BENCH_COLUMNS, expand_cells, load_policies, read_results, run_bench
+from robustbench_rl.cli import main
+from robustbench_rl.suite import load_suite, parse_suite
+
+
+def write_suite(path: Path, policies: list, **fields) -> Path:
+    """A suite TOML file from plain values (policies: specs or dicts)."""
+    lines = []
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            continue
+        lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+    for p in policies:
+        p = {"spec": str(p)} if not isinstance(p, dict) else {k: str(v) for k, v in p.items()}
+        lines.append("[[policies]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in p.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+FAST = {"attacks": ["random", "biggest"], "eps": [0.1, 0.3], "episodes": 3, "num_envs": 3, "max_episode_steps": 40}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Suite parsing
+
+
+def test_suite_defaults_and_relative_paths(tmp_path, random_checkpoint):
+    ckpt = random_checkpoint()
+    (tmp_path / "sub").mkdir()
+    path = write_suite(tmp_path / "sub" / "s.toml", [f"../{ckpt.name}"])
+    suite = load_suite(path)
+    assert Path(suite.policies[0].spec) == ckpt.resolve()  # relative to the suite file, not the cwd
+    assert suite.attacks == ("random", "biggest", "min-q", "min-oa-q")
+    assert suite.eps == (0.05, 0.1, 0.2, 0.3)
+    assert (suite.episodes, suite.eval_seeds, suite.critic, suite.pgd_steps) == (10, (0,), "auto", 20)
+    assert (suite.workers, suite.threads_per_worker) == (0, 1)
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"policies": ["a"], "episode": 5}, "unknown key 'episode'"),
+    ({"policies": [{"spec": "a", "seed": 1}]}, "unknown key 'seed'"),
+    ({"policies": ["a"], "fit": {"stepz": 10}}, "unknown key 'stepz' in [fit]"),
+    ({}, "no policies"),
+    ({"policies": [{"name": "x"}]}, "needs spec"),
+    ({"policies": ["a"], "attacks": ["pgd"]}, "unknown attack 'pgd'"),
+    ({"policies": ["a"], "eps": [0.1, 3.0]}, "eps"),
+    ({"policies": ["a"], "episodes": 0}, "episodes must be an integer >= 1"),
+    ({"policies": ["a"], "critic": "white-box"}, "critic must be one of"),
+    ({"policies": ["a"], "eval_seeds": [1, 1]}, "distinct"),
+])
+def test_suite_errors_name_the_problem(data, needle):
+    with pytest.raises(ValueError) as err:
+        parse_suite(data, where="s.toml")
+    msg = str(err.value)
+    assert needle in msg and msg.startswith("s.toml") and "\n" not in msg
+
+
+def test_bad_toml_and_duplicate_names_are_one_line_cli_errors(tmp_path, random_checkpoint):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("episodes = = 3\n")
+    res = CliRunner().invoke(main, ["bench", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "not valid TOML" in res.output and "Traceback" not in res.output
+    ckpt = random_checkpoint()
+    dup = write_suite(tmp_path / "dup.toml", [{"spec": ckpt, "name": "p"}, {"spec": ckpt, "name": "p"}], **FAST)
+    res = CliRunner().invoke(main, ["bench", str(dup), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "both named 'p'" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_without_suite_says_no_bundled_suite():
+    res = CliRunner().invoke(main, ["bench"])
+    assert res.exit_code != 0
+    assert "no bundled default suite" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_cells_nominal_only_at_eps0(tmp_path, random_checkpoint):
+    a, b = random_checkpoint(), random_checkpoint(seed=1)
+    suite = parse_suite({"policies": [str(a), str(b)], "attacks": ["random", "biggest"], "eps": [0.0, 0.1, 0.2],
+                         "eval_seeds": [0, 5]})
+    cells = expand_cells(suite, load_policies(suite))
+    assert len(cells) == 2 * (1 + 2 * 2) * 2
+    assert {(c.eps) for c in cells if c.attack == "none"} == {0.0}
+    assert all(c.eps > 0 for c in cells if c.attack != "none")
+    assert len({c.filename for c in cells}) == len(cells)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running, resuming, refusing
+
+
+def test_pool_and_serial_give_identical_tables(tmp_path, random_checkpoint):
+    a, b = random_checkpoint(), random_checkpoint(seed=1, algo="oa-td3")
+    suite = parse_suite({"policies": [str(a), {"spec": str(b), "name": "robust", "group": "OA"}], **FAST})
+    serial = run_bench(suite, tmp_path / "serial", workers=1, progress=False)
+    pool = run_bench(suite, tmp_path / "pool", workers=2, progress=False)
+    pd.testing.assert_frame_equal(serial.table, pool.table)
+    t = serial.table
+    assert list(t.columns) == BENCH_COLUMNS
+    assert len(t) == 2 * (1 + 2 * 2) * 3
+    assert set(t["group"]) == {"td3", "OA"} and set(t["policy"]) == {a.stem, "robust"}
+    assert (t.loc[t["attack"] == "none", "eps"] == 0).all()
+    pd.testing.assert_frame_equal(read_results(tmp_path / "pool"), t)
+    csv = pd.read_csv(tmp_path / "pool" / "results.csv")
+    assert len(csv) == len(t) and list(csv.columns) == BENCH_COLUMNS
+    manifest = json.loads((tmp_path / "pool" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["cells"] == 10
+    assert {"torch", "gymnasium"} <= set(manifest["versions"]) and "cpu_count" in manifest["machine"]
+    assert manifest["policies"][1]["sha256"] and "wall_s" in manifest["timings"]
+
+
+def test_resume_refuses_changed_suite_and_force_keeps_matching_cells(tmp_path, random_checkpoint):
+    a = random_checkpoint()
+    first = parse_suite({"policies": [str(a)], **FAST})
+    run_bench(first, tmp_path / "run", workers=1, progress=False)
+    again = run_bench(first, tmp_path / "run", workers=1, progress=False)
+    assert (again.cells_run, again.cells_skipped) == (0, 5)
+    changed = parse_suite({"policies": [str(a)], **{**FAST, "eps": [0.1, 0.2]}})
+    with pytest.raises(ValueError, match=r"different suite \(changed: eps\).*--force"):
+        run_bench(changed, tmp_path / "run", workers=1, progress=False)
+    forced = run_bench(changed, tmp_path / "run", workers=1, force=True, progress=False)
+    assert (forced.cells_skipped, forced.cells_run) == (3, 2)  # nominal + eps 0.1 kept, eps 0.2 new
+    assert sorted(forced.table["eps"].unique()) == [0.0, 0.1, 0.2]
+    assert len(list((tmp_path / "run" / "cells").iterdir())) == 5  # the eps 0.3 cells are gone
+    clean = run_bench(changed, tmp_path / "clean", workers=1, progress=False)
+    pd.testing.assert_frame_equal(forced.table, clean.table)
+
+
+def test_out_dir_checks(tmp_path, random_checkpoint):
+    suite = parse_suite({"policies": [str(random_checkpoint())], **FAST})
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no bench run"):
+        run_bench(suite, tmp_path / "busy", workers=1, progress=False)
+    with pytest.raises(ValueError, match="--resume"):
+        run_bench(suite, tmp_path / "new", workers=1, resume=True, progress=False)
+
+
+def test_policy_file_change_is_a_changed_suite(tmp_path, random_checkpoint):
+    path = random_checkpoint()
+    suite = parse_suite({"policies": [str(path)], **FAST})
+    run_bench(suite, tmp_path / "run", workers=1, progress=False)
+    random_checkpoint(seed=7).replace(path)  # same file name, other weights
+    with pytest.raises(ValueError, match="changed: policies"):
+        run_bench(suite, tmp_path / "run", workers=1, progress=False)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+def test_sigkilled_run_resumes_to_exactly_the_clean_rows(tmp_path, random_checkpoint):
+    a, b = random_checkpoint(), random_checkpoint(seed=1, algo="oa-td3")
+    spec = {**FAST, "eps": [0.1, 0.2, 0.3], "episodes": 4, "num_envs": 4, "max_episode_steps": 100,
+            "eval_seeds": [0, 1]}
+    suite_file = write_suite(tmp_path / "s.toml", [a, b], **spec)
+    out = tmp_path / "run"
+    cells = out / "cells"
+    total = 2 * (1 + 2 * 3) * 2
+    cmd = [sys.executable, "-m", "robustbench_rl.cli", "bench", str(suite_file), "--out", str(out),
+           "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    done = 0
+    workers: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = workers or [p for p in _children(proc.pid)]
+        done = len(list(cells.glob("*.json"))) if cells.is_dir() else 0
+        if done >= 4:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    workers = sorted(set(workers) | set(_children(proc.pid)))
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only, as an OOM killer would
+    proc.wait()
+    assert 4 <= done < total
+    assert len(workers) >= 2, "the pool's worker processes were not found"
+    assert not (out / "results.parquet").exists()
+    # the workers notice their parent is gone and exit by themselves
+    for _ in range(100):
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()
+                 and "Z" not in Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"orphaned workers still running: {alive}"
+    partial = len(list(cells.glob("*.json")))
+    # resume in-process (--workers 1): the worker count is not part of the run's identity
+    res = subprocess.run([*cmd[:-2], "1", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"{partial} already done" in res.stdout
+    resumed = read_results(out)
+    clean = run_bench(load_suite(suite_file), tmp_path / "clean", workers=1, progress=False).table
+    pd.testing.assert_frame_equal(resumed, clean)
+    assert len(resumed) == total * 4
+    assert not resumed.duplicated(["policy", "attack", "eps", "eval_seed", "episode"]).any()
+    sessions = json.loads((out / "manifest.json").read_text())["sessions"]
+    assert len(sessions) == 2 and sessions[1]["cells_skipped"] == partial
+
+
+# ---------------------------------------------------------------------------------------------------
+# Critic attacks
+
+
+def test_min_q_cells_use_own_critic(tmp_path, random_checkpoint):
+    a = random_checkpoint()
+    suite = parse_suite({"policies": [str(a)], **{**FAST, "attacks": ["min-q"], "eps": [0.2]}, "pgd_steps": 3})
+    t = run_bench(suite, tmp_path / "run", workers=1, progress=False).table
+    assert set(zip(t["attack"], t["critic_source"], strict=True)) == {("none", "none"), ("min-q", "own")}
+
+
+def test_fitted_critic_is_fitted_once_in_the_parent(tmp_path, random_checkpoint, monkeypatch):
+    from robustbench_rl.attacks import fit
+
+    calls = []
+    real = fit.fit_critic
+
+    def counting(policy, kind="q", config=None, **kw):
+        calls.append((policy.name, kind))
+        return real(policy, kind, config, **kw)
+
+    monkeypatch.setattr(fit, "fit_critic", counting)
+    a, b = random_checkpoint(), random_checkpoint(seed=1)
+    tiny_fit = {"steps": 20, "transitions": 200, "hidden": [16], "batch_size": 32, "num_envs": 4}
+    suite = parse_suite({"policies": [str(a), str(b)], **{**FAST, "attacks": ["min-q"], "eps": [0.1, 0.2]},
+                         "eval_seeds": [0, 1], "critic": "fitted", "pgd_steps": 2, "fit": tiny_fit,
+                         "critic_cache": str(tmp_path / "cache")})
+    run = run_bench(suite, tmp_path / "run", workers=1, progress=False)
+    assert sorted(calls) == [(a.stem, "q"), (b.stem, "q")]  # 4 min-q cells per policy, one fit each
+    assert set(run.table.loc[run.table["attack"] == "min-q", "critic_source"]) == {"fitted"}
+    calls.clear()
+    run_bench(suite, tmp_path / "run2", workers=1, progress=False)
+    assert calls == []  # second run: the cache serves both
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end through the CLI
+
+
+def test_cli_bench_then_report(tmp_path, random_checkpoint):
+    a, b = random_checkpoint(), random_checkpoint(seed=1, algo="oa-td3", critics=("critic", "critic_adv"))
+    suite_file = write_suite(tmp_path / "s.toml", [a, b], **{**FAST, "attacks": ["random", "biggest", "min-q"]},
+                             pgd_steps=3, name="tiny")
+    out = tmp_path / "run"
+    runner = CliRunner()
+    res = runner.invoke(main, ["bench", str(suite_file), "--out", str(out), "--workers", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "14 cells (0 already done, 14 run)" in res.output
+    res = runner.invoke(main, ["bench", str(suite_file), "--out", str(out), "--resume", "--quiet"])
+    assert res.exit_code == 0 and "14 already done, 0 run" in res.output
+    res = runner.invoke(main, ["report", str(out), "--eps", "0.3"])
+    assert res.exit_code == 0, res.output
+    rep = out / "report"
+    for name in ["report.html", "summary.csv", "table_Pendulum-v1.md", "table_Pendulum-v1.tex",
+                 "table_Pendulum-v1.csv", "robustness_Pendulum-v1.png", "robustness_Pendulum-v1.svg",
+                 "bars_Pendulum-v1_eps0.3.png", "bars_Pendulum-v1_eps0.3.svg"]:
+        assert (rep / name).is_file() and (rep / name).stat().st_size > 0, name
+    md = (rep / "table_Pendulum-v1.md").read_text()
+    assert "min-q ε=0.3" in md and "random ε=0.1" not in md  # --eps restricts the columns
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "tiny" in html
+    res = runner.invoke(main, ["report", str(out), "--eps", "0.25"])
+    assert res.exit_code != 0 and "eps 0.25 is not in the results" in res.output
+    res = runner.invoke(main, ["report", str(out), "--format", "md,pdf"])
+    assert res.exit_code != 0 and "unknown report format 'pdf'" in res.output
