@@ -69,7 +69,7 @@ def robustness_curve(
     env_id = _one_env(summary, env_id)
     ax = ax or plt.figure(figsize=(5, 3.5)).add_subplot()
     s = summary[summary["env_id"] == env_id]
-    labels = list(dict.fromkeys(s.sort_values(["algo", col], kind="stable")[col]))
+    labels = list(dict.fromkeys(s.sort_values(list(dict.fromkeys(["algo", col])), kind="stable")[col]))
     colors = colors or group_colors(labels)
     for label in labels:
         c = curve(summary, env_id, label, attack, by=col)
@@ -145,7 +145,7 @@ def comparison_bars(
     if WORST in attacks:
         attacks = [a for a in attacks if a != WORST] + [WORST]
     cats = [NOMINAL, *attacks]
-    labels = list(dict.fromkeys(s.sort_values(["algo", col], kind="stable")[col]))
+    labels = list(dict.fromkeys(s.sort_values(list(dict.fromkeys(["algo", col])), kind="stable")[col]))
     colors = colors or group_colors(labels)
     ax = ax or plt.figure(figsize=(1.2 + 1.1 * len(cats) * max(1, len(labels)) / 2, 3.8)).add_subplot()
     width = 0.8 / max(1, len(labels))
@@ -244,9 +244,8 @@ def training_curves(
         if n_runs > 1:
             ax.fill_between(mean.index, joined.min(axis=1), joined.max(axis=1), color=colors[name], alpha=0.18, lw=0)
     ax.set_xlabel("env steps")
-    ax.set_ylabel(("evaluation return (deterministic)" if y == "eval_return" else y.replace("_", " "))
-                  + ", mean, band = min-max over runs")
-    ax.set_title("training curves")
+    ax.set_ylabel("evaluation return (deterministic)" if y == "eval_return" else y.replace("_", " "))
+    ax.set_title("training curves (mean over runs, band: min-max)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax

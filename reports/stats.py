@@ -217,7 +217,7 @@ def summarize(
         })
     cols = ["env_id", "algo", col, "attack", "eps", "n_policies", "n_episodes", "mean", "std", "iqm", "value",
             "ci_low", "ci_high", "pct_nominal", "worst_attack"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(cols)))  # by="algo": one algo column
 
 
 def curve(summary: pd.DataFrame, env_id: str, label: str, attack: str, *, by: str = "group") -> pd.DataFrame:

@@ -84,7 +84,8 @@ def build_tables(
         has_worst = (s["attack"] == WORST).any()
         if has_worst:
             columns.append(Column("auc", WORST, None, "AUC (worst)"))
-        labels = (s[[col, "algo"]].drop_duplicates(col).sort_values(["algo", col], kind="stable"))
+        labels = s[list(dict.fromkeys([col, "algo"]))].drop_duplicates(col)
+        labels = labels.sort_values(list(dict.fromkeys(["algo", col])), kind="stable")
         index = labels[col].tolist()
         seeds = s.groupby(col)["n_policies"].max()
         rows = pd.DataFrame({"algo": labels["algo"].to_numpy(), "seeds": seeds.reindex(index).to_numpy()}, index=index)
