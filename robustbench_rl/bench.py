@@ -449,6 +449,10 @@ def run_bench(
         suite_d = suite.to_dict()
         tasks = [CellTask(c, by_name[c.policy], sources[(c.policy, c.attack)], suite_d, str(cells_dir / c.filename))
                  for c in todo]
+        # Heaviest first (PGD cells cost several times a critic-free cell), so that no worker is left
+        # running one long cell at the end while the others idle. Rows are combined in suite order anyway.
+        heavy = _critic_attacks()
+        tasks.sort(key=lambda t: t.cell.attack not in heavy)
         n_workers = max(1, min(workers, len(tasks)))
         ex = executor or make_executor("local", n_workers, threads)
         run = _drive(ex, tasks, len(cells), show)

@@ -293,3 +293,10 @@ def test_cli_bench_then_report(tmp_path, random_checkpoint):
     assert res.exit_code != 0 and "eps 0.25 is not in the results" in res.output
     res = runner.invoke(main, ["report", str(out), "--format", "md,pdf"])
     assert res.exit_code != 0 and "unknown report format 'pdf'" in res.output
+
+
+def test_example_suite_parses():
+    suite = load_suite(Path(__file__).resolve().parents[1] / "examples" / "suite.toml")
+    assert suite.attacks == ("random", "biggest", "min-q", "min-oa-q") and len(suite.policies) == 4
+    assert {p.group for p in suite.policies} == {"TD3", "OA-TD3"}
+    assert all(Path(p.spec).is_absolute() for p in suite.policies)
