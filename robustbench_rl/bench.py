@@ -129,7 +129,8 @@ def load_policies(suite: Suite) -> list[PolicyInfo]:
     out: list[PolicyInfo] = []
     for entry in suite.policies:
         policy = load_policy(entry.spec, env_id=entry.env)
-        path = resolve_spec(entry.spec)
+        own = getattr(policy, "path", None)
+        path = Path(own) if own else Path(entry.spec[4:]) if entry.spec.startswith("sb3:") else resolve_spec(entry.spec)
         meta = getattr(policy, "meta", {}) or {}
         name = entry.name or policy.name
         out.append(PolicyInfo(
@@ -195,7 +196,7 @@ def run_cell(task: CellTask) -> dict:
     cell, info, suite = task.cell, task.policy, task.suite
     cache_key = (info.path, info.sha256)
     if cache_key not in _POLICY_CACHE:
-        policy = load_policy(info.path, env_id=info.env_id)
+        policy = load_policy(info.spec, env_id=info.env_id)
         policy.name = info.name
         _POLICY_CACHE[cache_key] = policy
     policy = _POLICY_CACHE[cache_key]
@@ -482,7 +483,7 @@ def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Su
             sources[(name, attack)] = "none"
             continue
         info = by_name[name]
-        policy = load_policy(info.path, env_id=info.env_id)
+        policy = load_policy(info.spec, env_id=info.env_id)
         policy.name = info.name
         _, source = build_attack(policy, attack, suite_d, suite.critic, progress=show)
         sources[(name, attack)] = source

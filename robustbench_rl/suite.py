@@ -97,6 +97,16 @@ def _fail(where: str, msg: str) -> None:
     raise ValueError(f"{where}: {msg}")
 
 
+def _resolve_spec(spec: str, base_dir: str | os.PathLike | None) -> str:
+    """Make a relative checkpoint path (also after ``sb3:``) relative to the suite file's folder."""
+    prefix = "sb3:" if spec.startswith("sb3:") else ""
+    rest = spec[len(prefix):]
+    if base_dir is None or spec.startswith("zoo:"):
+        return spec
+    path = Path(os.path.expanduser(rest))
+    return prefix + str(path if path.is_absolute() else (Path(base_dir) / path).resolve())
+
+
 def _int(where: str, key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         _fail(where, f"{key} must be an integer >= {minimum}, got {value!r}")
@@ -142,11 +152,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
         for key in ("name", "group", "env"):
             if key in raw and not (isinstance(raw[key], str) and raw[key]):
                 raise ValueError(f"{pw}: {key} must be a non-empty string, got {raw[key]!r}")
-        spec = raw["spec"]
-        if base_dir is not None and ":" not in spec.split("/")[0]:
-            path = Path(os.path.expanduser(spec))
-            if not path.is_absolute():
-                spec = str((Path(base_dir) / path).resolve())
+        spec = _resolve_spec(raw["spec"], base_dir)
         policies.append(PolicyEntry(spec=spec, name=raw.get("name"), group=raw.get("group"), env=raw.get("env")))
 
     known = list_attacks()
