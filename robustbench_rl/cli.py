@@ -218,5 +218,53 @@ def report(results: str, formats: str, eps_list: list[float] | None, out_dir: st
     click.echo(f"wrote {len(paths)} files to {where}" + (f"; open {html[0]}" if html else ""))
 
 
+def _train_command() -> click.Command:
+    """`rbrl train`: its options are generated from RunConfig and every registered algorithm's dataclass."""
+    from robustbench_rl.training import cli_options
+
+    options, run_names, hp_names = cli_options()
+
+    @click.pass_context
+    def train(ctx: click.Context, out: str, config_file: str | None, resume: bool, progress: bool | None,
+              **values) -> None:
+        """Train a policy: rbrl train --algo td3 --env Pendulum-v1 --steps 20000 --out runs/pend.
+
+        Writes RUN_DIR/policy.safetensors (final), periodic checkpoints, config.toml, progress.csv and the
+        resume state. Values come from the algorithm's defaults, then --config FILE.toml, then the
+        options given here. --resume continues a killed run from its last checkpoint and refuses a
+        changed config (--steps may be raised to extend a run).
+        """
+        from robustbench_rl.training import resolve_config
+        from robustbench_rl.training import train as run_training
+
+        run_vals = {k: v for k, v in values.items() if k in run_names and v is not None}
+        hp_vals = {k: v for k, v in values.items() if k in hp_names and v is not None}
+        run, hp = resolve_config(out, run_vals, hp_vals, config_file=config_file, resume=resume)
+        result = run_training(run, hp, out, resume=resume, progress=progress, echo=click.echo)
+        row = result.last_row
+        msg = f"done: {result.steps} steps of {run.algo} on {run.env} in {result.wall_s:.0f} s"
+        if row.get("steps_per_s") == row.get("steps_per_s"):  # not NaN
+            msg += f" ({row['steps_per_s']:.0f} steps/s last interval)"
+        if result.last_eval is not None:
+            msg += f"; final eval return {result.last_eval:.2f}"
+        click.echo(msg)
+        click.echo(f"policy: {result.policy_path}")
+
+    cmd_params = [
+        click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="TOML config ([run] and [hyperparameters] tables, as in a run's config.toml)."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
+        *options,
+    ]
+    for deco in reversed(cmd_params):
+        train = deco(train)
+    return main.command(name="train")(train)
+
+
+_train_command()
+
+
 if __name__ == "__main__":
     main()

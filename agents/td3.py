@@ -1,0 +1,327 @@
+"""TD3 (Fujimoto et al. 2018) and OA-TD3, in one file: the OA parts are a visible, small difference.
+
+TD3, per env step after `learning_starts` (CleanRL's td3_continuous_action, in the normalised action
+space [-1, 1]^d):
+
+    a'  = clip(mu'(s') + clip(N(0, policy_noise), +-noise_clip), -1, 1)      target policy smoothing
+    y   = r + gamma (1 - terminated) min_i Q'_i(s', a')                     clipped double Q
+    critic step on (Q_1(s, a) - y)^2 + (Q_2(s, a) - y)^2
+    every policy_delay updates: actor step on -Q_1(s, mu(s)); Polyak-average the targets
+
+OA-TD3 adds a twin OA critic Q_adv that values acting under the worst action perturbation in the
+eps_train box (the optimal adversary), learned with the OA target
+
+    a~' = PGD argmin over ||d||_inf <= eps_train of min_i Q_adv'_i(s', clip(a' + d))   (one batched call)
+    y_adv = r + gamma (1 - terminated) min_i Q_adv'_i(s', a~')
+
+and an actor step mixing two gradients: g_nom of -Q_1(s, mu(s)) and g_adv of
+-Q_adv_1(s, clip(mu(s) + d*_s)) with d*_s from PGD held fixed (Danskin's theorem). With 0 < omega < 1
+and `surgery`, conflicting gradients are projected onto each other's normal plane (PCGrad); the step
+follows omega g_nom + (1 - omega) g_adv. At omega 1 the actor is TD3's (the OA critic is still learned,
+so `min-oa-q` can use it); at omega 0 it follows the robust objective alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from robustbench_rl.agents.buffers import ReplayBuffer
+from robustbench_rl.agents.networks import Actor, TwinCritic, build_network
+from robustbench_rl.agents.surgery import project_conflicting
+from robustbench_rl.attacks.base import check_eps
+from robustbench_rl.attacks.pgd import pgd_minimize
+from torch import Tensor, nn
+
+from robustbench_rl.envs import make_env
+from robustbench_rl.training import MetricSum, Trainer, register_algo, soft_update
+
+
+@dataclass
+class TD3Config:
+    """TD3 hyperparameters (defaults: CleanRL / SB3)."""
+
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden layer widths of the actor and of each critic head (ReLU MLPs)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of the actor and the critics."""
+    buffer_size: int = 1_000_000
+    """Replay buffer capacity in transitions (preallocated; never more than the run's --steps)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak averaging rate of the target networks."""
+    batch_size: int = 256
+    """Minibatch size of each gradient update."""
+    policy_noise: float = 0.2
+    """Std of the target policy smoothing noise (normalised action units)."""
+    noise_clip: float = 0.5
+    """Clip of the target policy smoothing noise."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian exploration noise added to the actor's action while collecting data."""
+    policy_delay: int = 2
+    """Critic updates per actor (and target) update."""
+    learning_starts: int = 5_000
+    """Env steps of uniform random actions before learning starts (one update per env step after it)."""
+
+    def validate(self) -> None:
+        """ValueError naming the first hyperparameter out of range."""
+        for name in ("buffer_size", "batch_size", "policy_delay"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.hidden or any(w < 1 for w in self.hidden):
+            raise ValueError(f"hidden must be positive layer widths, e.g. 256,256; got {self.hidden}")
+        checks = {"learning_rate": self.learning_rate > 0, "gamma": 0 <= self.gamma <= 1, "tau": 0 < self.tau <= 1,
+                  "policy_noise": self.policy_noise >= 0, "noise_clip": self.noise_clip >= 0,
+                  "exploration_noise": self.exploration_noise >= 0, "learning_starts": self.learning_starts >= 0}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name.replace('_', '-')} is out of range: {getattr(self, name)}")
+
+
+@dataclass
+class OATD3Config(TD3Config):
+    """OA-TD3 hyperparameters: TD3's plus the optimal-adversary knobs."""
+
+    omega: float = 0.5
+    """Weight of the nominal actor gradient; 1 - omega goes to the OA (worst-case) gradient. 1 = TD3's actor."""
+    eps_train: float = 0.1
+    """L_inf budget of the adversary the OA critic and the actor train against (normalised action units)."""
+    pgd_steps: int = 10
+    """PGD sign-gradient steps for the OA target and the OA actor gradient (step size 2.5 eps / steps)."""
+    surgery: bool = True
+    """PCGrad gradient surgery between the nominal and OA actor gradients (only when 0 < omega < 1)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.omega <= 1.0:
+            raise ValueError(f"omega must be in [0, 1], got {self.omega}")
+        check_eps(self.eps_train)
+        if self.pgd_steps < 1:
+            raise ValueError(f"pgd-steps must be >= 1, got {self.pgd_steps}")
+
+
+def q1(critic: TwinCritic, obs: Tensor, act: Tensor) -> Tensor:
+    """The first head of a twin critic (TD3's actor objective)."""
+    return critic.q1(torch.cat([obs, act], dim=-1)).squeeze(-1)
+
+
+class TD3Trainer(Trainer):
+    """TD3, or OA-TD3 when given an :class:`OATD3Config`."""
+
+    def __init__(self, config: TD3Config, env_id: str, seed: int, total_steps: int, device: torch.device) -> None:
+        super().__init__(config, env_id, seed, total_steps, device)
+        self.oa = isinstance(config, OATD3Config)
+        self.env = make_env(env_id)
+        self.obs_dim = int(np.prod(self.env.observation_space.shape))
+        self.act_dim = int(np.prod(self.env.action_space.shape))
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+        spec = {"hidden": list(config.hidden), "activation": "relu"}
+        self.networks = {"actor": {"type": "actor", **spec}, "critic": {"type": "twin_critic", **spec}}
+        if self.oa:
+            self.networks["critic_adv"] = {"type": "twin_critic", **spec}
+        with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG
+            torch.manual_seed(seed)
+            nets = {k: build_network(v, self.obs_dim, self.act_dim).to(device) for k, v in self.networks.items()}
+        self.actor: Actor = nets["actor"]
+        self.critic: TwinCritic = nets["critic"]
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate)
+        if self.oa:
+            self.critic_adv: TwinCritic = nets["critic_adv"]
+            self.critic_adv_target = copy.deepcopy(self.critic_adv).requires_grad_(False)
+            self.critic_adv_opt = torch.optim.Adam(self.critic_adv.parameters(), lr=config.learning_rate)
+
+        self.buffer = ReplayBuffer(self.obs_dim, self.act_dim, min(config.buffer_size, total_steps), device)
+        self.metric_names = ("critic_loss", "actor_loss", "q_mean")
+        if self.oa:
+            self.metric_names += ("critic_adv_loss", "actor_adv_loss", "q_adv_mean", "pgd_q_drop", "conflict_share")
+        self.metrics = MetricSum(self.metric_names)
+        self.n_updates = 0
+        self._reset_env(seed)
+
+    # ---- data collection -------------------------------------------------------------------------
+
+    def _reset_env(self, seed: int | None) -> None:
+        obs, _ = self.env.reset(seed=seed)
+        self.obs = np.asarray(obs, dtype=np.float32).reshape(-1)
+        self.ep_return, self.ep_length = 0.0, 0
+
+    @torch.no_grad()
+    def select_action(self) -> np.ndarray:
+        """Uniform random before learning_starts, then mu(s) + N(0, exploration_noise), clipped to [-1, 1]."""
+        if self.global_step < self.config.learning_starts:
+            act = torch.rand(self.act_dim, generator=self.gen, device=self.device) * 2 - 1
+        else:
+            obs = torch.as_tensor(self.obs, device=self.device).unsqueeze(0)
+            noise = torch.randn(self.act_dim, generator=self.gen, device=self.device) * self.config.exploration_noise
+            act = (self.actor(obs)[0] + noise).clamp(-1.0, 1.0)
+        return act.cpu().numpy()
+
+    def advance(self, until: int) -> list[tuple[float, int]]:
+        finished = []
+        while self.global_step < until:
+            act = self.select_action()
+            next_obs, reward, terminated, truncated, _ = self.env.step(act)
+            next_obs = np.asarray(next_obs, dtype=np.float32).reshape(-1)
+            # `terminated` only: a time-limit cut bootstraps from the real final observation.
+            self.buffer.add(self.obs, act, float(reward), next_obs, float(terminated))
+            self.ep_return += float(reward)
+            self.ep_length += 1
+            self.global_step += 1
+            if terminated or truncated:
+                finished.append((self.ep_return, self.ep_length))
+                self._reset_env(None)
+            else:
+                self.obs = next_obs
+            if self.global_step >= self.config.learning_starts:
+                self.update()
+        return finished
+
+    # ---- learning --------------------------------------------------------------------------------
+
+    def update(self) -> None:
+        """One critic update (both critics for OA-TD3) and, every policy_delay updates, an actor update."""
+        cfg = self.config
+        b = self.buffer.sample(cfg.batch_size, self.gen)
+        with torch.no_grad():
+            noise = (torch.randn(b.act.shape, generator=self.gen, device=self.device) * cfg.policy_noise
+                     ).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_act = (self.actor_target(b.next_obs) + noise).clamp(-1.0, 1.0)
+            y = b.rew + cfg.gamma * (1.0 - b.done) * self.critic_target.min_q(b.next_obs, next_act)
+        q1_pred, q2_pred = self.critic(b.obs, b.act)
+        critic_loss = F.mse_loss(q1_pred, y) + F.mse_loss(q2_pred, y)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        self.metrics.add("critic_loss", critic_loss)
+        self.metrics.add("q_mean", q1_pred.mean())
+
+        if self.oa:  # OA critic: the target acts under the worst perturbation of the smoothed target action
+            def q_adv_target(a: Tensor) -> Tensor:
+                return self.critic_adv_target.min_q(b.next_obs, a)
+
+            _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps,
+                                      generator=self.gen, return_value=True)
+            with torch.no_grad():
+                y_adv = b.rew + cfg.gamma * (1.0 - b.done) * q_worst
+                self.metrics.add("pgd_q_drop", (q_adv_target(next_act) - q_worst).mean())
+            qa1_pred, qa2_pred = self.critic_adv(b.obs, b.act)
+            critic_adv_loss = F.mse_loss(qa1_pred, y_adv) + F.mse_loss(qa2_pred, y_adv)
+            self.critic_adv_opt.zero_grad(set_to_none=True)
+            critic_adv_loss.backward()
+            self.critic_adv_opt.step()
+            self.metrics.add("critic_adv_loss", critic_adv_loss)
+            self.metrics.add("q_adv_mean", qa1_pred.mean())
+
+        self.n_updates += 1
+        if self.n_updates % cfg.policy_delay == 0:
+            self.actor_step(b.obs)
+            soft_update(self.actor_target, self.actor, cfg.tau)
+            soft_update(self.critic_target, self.critic, cfg.tau)
+            if self.oa:
+                soft_update(self.critic_adv_target, self.critic_adv, cfg.tau)
+
+    def actor_step(self, obs: Tensor) -> None:
+        """TD3's deterministic policy gradient step; for OA-TD3 the omega-mix of nominal and OA gradients."""
+        params = list(self.actor.parameters())
+        act = self.actor(obs)
+        actor_loss = -q1(self.critic, obs, act).mean()
+        self.metrics.add("actor_loss", actor_loss)
+        omega = self.config.omega if self.oa else 1.0
+        if omega == 1.0:
+            grad = flat_grad(actor_loss, params, retain_graph=False)
+        else:
+            # The worst perturbation of the current action, held fixed while differentiating (Danskin).
+            worst = pgd_minimize(lambda a: q1(self.critic_adv, obs, a), act.detach(), self.config.eps_train,
+                                 self.config.pgd_steps, generator=self.gen)
+            delta = worst - act.detach()
+            actor_adv_loss = -q1(self.critic_adv, obs, (act + delta).clamp(-1.0, 1.0)).mean()
+            self.metrics.add("actor_adv_loss", actor_adv_loss)
+            g_adv = flat_grad(actor_adv_loss, params, retain_graph=omega > 0)
+            if omega == 0.0:
+                grad = g_adv
+            else:
+                g_nom = flat_grad(actor_loss, params, retain_graph=False)
+                if self.config.surgery:
+                    g_nom, g_adv, conflict = project_conflicting(g_nom, g_adv)
+                else:
+                    conflict = torch.dot(g_nom, g_adv) < 0
+                self.metrics.add("conflict_share", conflict.float())
+                grad = omega * g_nom + (1.0 - omega) * g_adv
+        set_flat_grad(params, grad)
+        self.actor_opt.step()
+
+    # ---- checkpoint / resume ---------------------------------------------------------------------
+
+    def pop_metrics(self) -> dict[str, float]:
+        return self.metrics.pop()
+
+    def _modules(self) -> dict[str, nn.Module]:
+        mods = {"actor": self.actor, "critic": self.critic, "actor_target": self.actor_target,
+                "critic_target": self.critic_target}
+        if self.oa:
+            mods |= {"critic_adv": self.critic_adv, "critic_adv_target": self.critic_adv_target}
+        return mods
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"actor": self.actor_opt, "critic": self.critic_opt}
+        if self.oa:
+            opts["critic_adv"] = self.critic_adv_opt
+        return opts
+
+    def policy_state(self):
+        modules = {"actor": self.actor, "critic": self.critic}
+        if self.oa:
+            modules["critic_adv"] = self.critic_adv
+        return modules, dict(self.networks), {}, {}
+
+    def state_dict(self) -> dict:
+        return {
+            "global_step": self.global_step,
+            "n_updates": self.n_updates,
+            "modules": {k: m.state_dict() for k, m in self._modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
+            "buffer": self.buffer.state_dict(),
+            "rng": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, m in self._modules().items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self._optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        self.buffer.load_state_dict(state["buffer"])
+        self.gen.set_state(state["rng"].cpu() if self.device.type == "cpu" else state["rng"])
+        self.global_step = int(state["global_step"])
+        self.n_updates = int(state["n_updates"])
+        self._reset_env(self.seed + self.global_step)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def flat_grad(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> Tensor:
+    """d loss / d params as one flat vector (only these parameters: the critics get no gradient)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def set_flat_grad(params: list[nn.Parameter], flat: Tensor) -> None:
+    """Write a flat gradient vector into the parameters' .grad, for the optimiser step."""
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+register_algo("td3", TD3Config, TD3Trainer, "TD3 (Fujimoto et al. 2018), CleanRL/SB3 defaults")
+register_algo("oa-td3", OATD3Config, TD3Trainer,
+              "OA-TD3: TD3 + optimal-adversary-aware critic (PGD target) + omega-mixed actor with PCGrad surgery")
