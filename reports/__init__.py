@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,7 +65,12 @@ def make_report(
     if bad:
         raise ValueError(f"unknown report format {bad[0]!r}; choose from {', '.join(FORMATS)}")
     src = Path(results)
-    table = read_results(src)
+    table = read_results(src, partial=True)
+    note = None
+    if "partial" in table.attrs:
+        done, total = table.attrs["partial"]
+        note = f"Unfinished run: this report covers {done} of {total} cells."
+        print(f"note: {src} is an unfinished run; reporting its {done} of {total} finished cells", file=sys.stderr)
     if table.empty:
         raise ValueError(f"the results in {src} are empty; nothing to report")
     manifest = None
@@ -115,7 +121,7 @@ def make_report(
     if "html" in formats:
         name = (manifest or {}).get("suite", {}).get("name") or src.stem
         write(out / "report.html", html_mod.render_html(f"rbrl report: {name}", sections, flags=flags,
-                                                        manifest=manifest))
+                                                        manifest=manifest, note=note))
     if flags:
         write(out / "sanity_flags.txt", "\n".join(flags) + "\n")
     return written

@@ -519,18 +519,40 @@ def combine_cells(cells_dir: Path, cells: Iterable[Cell]) -> pd.DataFrame:
     return _typed(pd.concat(frames, ignore_index=True)[BENCH_COLUMNS])
 
 
-def read_results(out_dir: str | os.PathLike) -> pd.DataFrame:
-    """Load a bench directory's results table (parquet, else CSV); FileNotFoundError naming the fix."""
+def read_results(out_dir: str | os.PathLike, *, partial: bool = False) -> pd.DataFrame:
+    """Load a results table: a bench directory (results.parquet, else results.csv) or a .csv/.parquet file.
+
+    With `partial`, an unfinished bench directory yields the rows of its finished cells, and the
+    frame's ``attrs["partial"]`` holds (cells done, cells total). FileNotFoundError / ValueError name
+    the problem and the fix.
+    """
     out = Path(out_dir)
-    if (out / "results.parquet").is_file():
-        return pd.read_parquet(out / "results.parquet")
-    if (out / "results.csv").is_file():
-        return _typed(pd.read_csv(out / "results.csv"))
-    if out.is_file() and out.suffix in (".parquet", ".csv"):
-        return pd.read_parquet(out) if out.suffix == ".parquet" else _typed(pd.read_csv(out))
-    hint = " (the run is unfinished: rerun `rbrl bench` with the same --out to complete it)" if (
-        out / "manifest.json").is_file() else ""
-    raise FileNotFoundError(f"no results.parquet or results.csv in {out}{hint}")
+    if out.is_dir():
+        for name in ("results.parquet", "results.csv"):
+            if (out / name).is_file():
+                return _checked(out / name)
+        cells = sorted((out / "cells").glob("*.json")) if (out / "cells").is_dir() else []
+        if partial and cells:
+            manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+            table = _typed(pd.concat([read_cell(c) for c in cells], ignore_index=True)[BENCH_COLUMNS])
+            table.attrs["partial"] = (len(cells), manifest.get("cells", len(cells)))
+            return table
+        hint = " (the run is unfinished: rerun `rbrl bench` with the same --out to complete it)" if (
+            out / "manifest.json").is_file() else ""
+        raise FileNotFoundError(f"no results.parquet or results.csv in {out}{hint}")
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{out} is not a results table: give a bench directory or a .csv / .parquet file")
+    if not out.is_file():
+        raise FileNotFoundError(f"{out} not found")
+    return _checked(out)
+
+
+def _checked(path: Path) -> pd.DataFrame:
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} is not an rbrl results table (missing columns: {', '.join(missing)})")
+    return _typed(df)
 
 
 # ----------------------------------------------------------------------------------------------------

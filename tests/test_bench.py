@@ -300,3 +300,38 @@ def test_example_suite_parses():
     assert suite.attacks == ("random", "biggest", "min-q", "min-oa-q") and len(suite.policies) == 4
     assert {p.group for p in suite.policies} == {"TD3", "OA-TD3"}
     assert all(Path(p.spec).is_absolute() for p in suite.policies)
+
+
+def test_report_on_an_unfinished_run_and_on_foreign_files(tmp_path, random_checkpoint):
+    import shutil
+
+    suite = parse_suite({"policies": [str(random_checkpoint())], **FAST})
+    run_bench(suite, tmp_path / "run", workers=1, progress=False)
+    (tmp_path / "run" / "results.parquet").unlink()
+    (tmp_path / "run" / "results.csv").unlink()
+    next((tmp_path / "run" / "cells").glob("*biggest*eps0.3*")).unlink()
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--format", "html"])
+    assert res.exit_code == 0, res.output
+    assert "Unfinished run: this report covers 4 of 5 cells" in (tmp_path / "run" / "report" / "report.html").read_text()
+    shutil.rmtree(tmp_path / "run" / "cells")
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert res.exit_code != 0 and "unfinished: rerun `rbrl bench`" in res.output
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "other.csv")])
+    assert res.exit_code != 0 and "not an rbrl results table (missing columns: policy" in res.output
+
+
+def test_custom_executor_plugs_in(tmp_path, random_checkpoint):
+    from robustbench_rl.bench import SerialExecutor
+
+    seen = []
+
+    class Recording(SerialExecutor):
+        def map_unordered(self, fn, tasks):
+            seen.extend(t.cell.attack for t in tasks)
+            yield from reversed(list(super().map_unordered(fn, list(reversed(tasks)))))
+
+    suite = parse_suite({"policies": [str(random_checkpoint())], **FAST})
+    custom = run_bench(suite, tmp_path / "a", executor=Recording(), progress=False).table
+    assert sorted(seen) == sorted(["none"] + ["random", "biggest"] * 2)
+    pd.testing.assert_frame_equal(custom, run_bench(suite, tmp_path / "b", workers=1, progress=False).table)
