@@ -1,0 +1,173 @@
+"""Critic attacks: Min-Q and Min-OA-Q, and the critic sources they are built from.
+
+Both attacks solve, for every row of the batch at once,
+
+    a~ = argmin_{a~ : ||a~ - a||_inf <= eps, a~ in [-1, 1]^d}  Q(s, a~)
+
+by projected sign-gradient descent (:func:`robustbench_rl.attacks.pgd.pgd_minimize`, the one PGD
+engine), where Q is the minimum over the twin heads of a critic: the nominal critic Q for ``min-q``, the
+OA-aware critic Q_adv (the value of acting under the worst-case perturbation from then on) for
+``min-oa-q``. The feasible set is exactly the threat model's set of executed actions clip(a + delta),
+so the returned action needs no further clipping.
+
+Where the critic comes from is the *critic source*: ``own`` (the checkpoint's critic, white-box) or
+``fitted`` (a critic fitted by :mod:`robustbench_rl.attacks.fit` for that fixed policy with a fixed
+budget: the fair default for comparing policies, and the only way to attack PPO or external policies).
+:func:`make_policy_attack` builds any registered attack for a policy and says which source it used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from robustbench_rl.attacks.base import Attack, make_attack, register_attack
+from robustbench_rl.attacks.pgd import pgd_minimize
+from torch import Tensor
+
+from robustbench_rl.policy import Critic, Policy
+
+CRITIC_ATTACKS = {"min-q": "q", "min-oa-q": "q_adv"}
+"""Attack name -> the critic key it needs (the keys of ``Policy.critics``)."""
+
+CRITIC_KIND = {"q": "q", "q_adv": "oa-q"}
+"""Critic key -> the ``kind`` that :mod:`robustbench_rl.attacks.fit` fits for it."""
+
+CRITIC_SOURCES = ("auto", "own", "fitted")
+
+
+class CriticAttack:
+    """PGD on a critic inside the threat model's box: the shared body of Min-Q and Min-OA-Q.
+
+    `critic` maps raw observations (B, obs_dim) and normalised actions (B, d) to values (B,); twin
+    critics already return the minimum over their heads. `steps` sign-gradient steps (default 20),
+    `restarts` random starts per row (the best row-wise wins) and `step_size` (default 2.5 * eps /
+    steps) are PGD's options. All randomness (the random starts) comes from the generator passed to
+    :meth:`perturb`.
+    """
+
+    name = "critic"
+    needs_critic: str | None = None
+
+    def __init__(self, critic: Critic, steps: int = 20, restarts: int = 1, step_size: float | None = None) -> None:
+        if critic is None or not callable(critic):
+            raise ValueError(f"attack {self.name} needs a critic (a callable (obs, act) -> values); got {critic!r}")
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"{self.name}: PGD steps must be an integer >= 1, got {steps}")
+        if int(restarts) != restarts or restarts < 1:
+            raise ValueError(f"{self.name}: PGD restarts must be an integer >= 1, got {restarts}")
+        if step_size is not None and not step_size > 0:
+            raise ValueError(f"{self.name}: PGD step size must be > 0 (or None for 2.5 * eps / steps), got {step_size}")
+        self.critic = critic
+        self.steps = int(steps)
+        self.restarts = int(restarts)
+        self.step_size = None if step_size is None else float(step_size)
+
+    def perturb(self, obs: Tensor, act: Tensor, eps: float, generator: torch.Generator | None = None) -> Tensor:
+        """The executed actions clip(a + delta*) with delta* the PGD argmin of the critic, row by row."""
+        if eps == 0 or act.numel() == 0:
+            return act.clone()
+        obs = obs.to(act.device, torch.float32)
+        return pgd_minimize(lambda x: self.critic(obs, x), act, eps, self.steps, step_size=self.step_size,
+                            restarts=self.restarts, generator=generator)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(steps={self.steps}, restarts={self.restarts}, step_size={self.step_size})"
+
+
+@register_attack("min-q", "PGD argmin of the nominal critic Q (min over twin heads) in the eps box")
+class MinQAttack(CriticAttack):
+    name = "min-q"
+    needs_critic = "q"
+
+
+@register_attack("min-oa-q", "PGD argmin of the OA-aware critic Q_adv (min over twin heads) in the eps box")
+class MinOAQAttack(CriticAttack):
+    name = "min-oa-q"
+    needs_critic = "q_adv"
+
+
+def make_policy_attack(
+    policy: Policy,
+    name: str,
+    *,
+    critic: str = "auto",
+    pgd_steps: int = 20,
+    restarts: int = 1,
+    step_size: float | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    fit_config=None,
+) -> tuple[Attack, str]:
+    """Build the registered attack `name` for `policy`; returns ``(attack, critic_source)``.
+
+    critic_source is ``"none"`` for critic-free attacks, else ``"own"`` or ``"fitted"``. With `critic`
+    ``"auto"`` the checkpoint's own critic is used when it has the one the attack needs (``"q"`` for
+    min-q, ``"q_adv"`` for min-oa-q), else a critic fitted for this exact policy file (see
+    :func:`robustbench_rl.attacks.fit.get_fitted_critic`): taken from the cache under `cache_dir`
+    when present, fitted on demand otherwise (with a progress bar and a note of the cost on stderr
+    when `progress`). ``"own"`` on a policy without that critic raises ValueError; ``"fitted"``
+    always uses a fitted critic, for a like-for-like comparison between policies. `fit_config`
+    (a :class:`robustbench_rl.attacks.fit.FitConfig`) overrides the default fitting budget.
+    """
+    if critic not in CRITIC_SOURCES:
+        raise ValueError(f"unknown critic source {critic!r}; use one of: {', '.join(CRITIC_SOURCES)}")
+    if name not in CRITIC_ATTACKS:
+        attack = make_attack(name)
+        if getattr(attack, "needs_critic", None) is not None:
+            raise ValueError(f"attack {name!r} needs a critic that rbrl does not know how to provide")
+        return attack, "none"
+    key = CRITIC_ATTACKS[name]
+    own = getattr(policy, "critics", {}) or {}
+    if critic == "own" or (critic == "auto" and key in own):
+        if key not in own:
+            have = ", ".join(sorted(own)) or "none"
+            raise ValueError(
+                f"policy {policy.name} has no {key!r} critic for {name} (its critics: {have}); "
+                "use --critic fitted (or auto) to attack it with a critic fitted for this policy"
+            )
+        source, crit = "own", own[key]
+    else:
+        from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic
+
+        config = fit_config if fit_config is not None else FitConfig()
+        source = "fitted"
+        crit = get_fitted_critic(policy, CRITIC_KIND[key], config=config, cache_dir=cache_dir, progress=progress)
+    attack = make_attack(name, critic=crit, steps=pgd_steps, restarts=restarts, step_size=step_size)
+    return attack, source
+
+
+def critic_gradient_stats(critic: Critic, obs: Tensor, act: Tensor, rel_tol: float = 1e-6) -> dict[str, float]:
+    """How informative a critic's action gradient is on a batch of states: the zero-gradient check.
+
+    Computes g = grad_a Q(s, a) at the given actions (typically the policy's own) and returns
+    ``frac_zero`` (share of rows whose ||g||_inf <= rel_tol * max(1, |Q|): PGD's sign steps are then
+    blind, as with dead ReLUs or a saturated critic), ``median_grad`` (median ||g||_inf) and
+    ``states`` (the batch size). A critic flat on most states makes Min-Q no better than a random
+    corner, which :func:`robustbench_rl.attacks.sanity.sanity_flags` reports.
+    """
+    obs = obs.detach().to(torch.float32)
+    x = act.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        q = critic(obs, x)
+        (grad,) = torch.autograd.grad(q.sum(), x)
+    norm = grad.abs().amax(dim=-1)
+    zero = norm <= rel_tol * q.detach().abs().clamp(min=1.0)
+    return {"frac_zero": float(zero.float().mean()), "median_grad": float(norm.median()), "states": len(norm)}
+
+
+def note(msg: str) -> None:
+    """A one-line note to stderr (kept off stdout so piped tables stay clean)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+__all__ = [
+    "CRITIC_ATTACKS",
+    "CRITIC_KIND",
+    "CriticAttack",
+    "MinOAQAttack",
+    "MinQAttack",
+    "critic_gradient_stats",
+    "make_policy_attack",
+]
