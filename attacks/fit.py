@@ -226,7 +226,7 @@ def collect_transitions(policy: Policy, n: int, *, num_envs: int = 16, explore_n
     sigma = torch.rand(k, 1, generator=gen) * explore_noise
     ep_return = np.zeros(k)
     next_episode, returns, filled = k, [], 0
-    bar = tqdm(total=n, desc="gathering transitions", disable=not progress, leave=False, file=sys.stderr)
+    bar = tqdm(total=n, desc="gathering transitions", disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)
     device = torch.device(getattr(policy, "device", "cpu"))
     try:
         while filled < n:
@@ -303,7 +303,7 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
 
     losses: list[float] = []
     n = len(data)
-    bar = tqdm(range(config.steps), desc=f"fitting {kind} critic", disable=not progress, leave=False, file=sys.stderr)
+    bar = tqdm(range(config.steps), desc=f"fitting {kind} critic", disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)
     t1 = time.perf_counter()
     for step in bar:
         idx = torch.randint(0, n, (config.batch_size,), generator=gen, device=device)

@@ -112,16 +112,38 @@ def format_metadata(meta: dict) -> str:
 @click.option("--eps", "eps_list", default="0.05,0.1,0.2", show_default=True, callback=parse_eps_list,
               help="Comma-separated budgets in normalised action units (0..2).")
 @click.option("--attack", "attacks", default="random,biggest", show_default=True, callback=parse_attack_list,
-              help="Comma-separated attack names, or 'all'. The nominal policy is always evaluated too.")
+              help="Comma-separated attack names, or 'all' (random, biggest, min-q, min-oa-q). The nominal "
+                   "policy is always evaluated too.")
+@click.option("--critic", "critic_source", type=click.Choice(["auto", "own", "fitted"]), default="auto",
+              show_default=True, help="Critic for min-q / min-oa-q: the checkpoint's own, one fitted for this "
+              "policy (cached), or auto (own when the checkpoint has it, else fitted).")
+@click.option("--pgd-steps", default=20, show_default=True, type=click.IntRange(min=1),
+              help="PGD steps of min-q / min-oa-q.")
+@click.option("--restarts", default=1, show_default=True, type=click.IntRange(min=1),
+              help="PGD random restarts of min-q / min-oa-q (the best per state wins).")
+@click.option("--fit-steps", default=None, type=click.IntRange(min=1),
+              help="TD steps when a critic must be fitted (default: the standard budget, see `rbrl fit-critic`).")
+@click.option("--eps-train", default=None, type=click.FloatRange(0.0, 2.0),
+              help="Adversary budget inside a fitted OA critic's target (default 0.1).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Fitted-critic cache (default: $RBRL_CACHE_DIR, else ~/.cache/rbrl).")
 @click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1), help="Episodes per cell.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Eval seed: episode i is reset with seed + i.")
 @click.option("--num-envs", default=8, show_default=True, type=click.IntRange(min=1), help="Episodes run side by side.")
 @click.option("--env", "env_id", default=None, help="Env id (default: the one the policy was trained on).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
-def attack(policy_spec: str, eps_list: list[float], attacks: list[str], episodes: int, seed: int, num_envs: int,
-           env_id: str | None, out: str | None) -> None:
-    """Evaluate a policy nominally and under every attack at every eps; print a table."""
-    from robustbench_rl.attacks.base import make_attack
+def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
+           restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
+           seed: int, num_envs: int, env_id: str | None, out: str | None) -> None:
+    """Evaluate a policy nominally and under every attack at every eps; print a table and sanity flags.
+
+    Critic attacks (min-q, min-oa-q) run PGD on the policy's own critic or on one fitted for this exact
+    policy file (fitted on demand, once: later runs take it from the cache). The table and the CSV say
+    which critic each row used.
+    """
+    from robustbench_rl.attacks.critic import CRITIC_ATTACKS, critic_gradient_stats, make_policy_attack
+    from robustbench_rl.attacks.fit import FitConfig, collect_transitions
+    from robustbench_rl.attacks.sanity import format_flags, sanity_flags
     from robustbench_rl.policy import load_policy
     from robustbench_rl.results import result_frame, write_table
     from robustbench_rl.rollout import evaluate
@@ -129,31 +151,100 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], episodes
     if out is not None and Path(out).suffix not in (".csv", ".parquet"):
         raise click.BadParameter("use a .csv or .parquet file name", param_hint="--out")
     policy = load_policy(policy_spec, env_id=env_id)
+    fit_kw = {k: v for k, v in (("steps", fit_steps), ("eps_train", eps_train)) if v is not None}
+    fit_config = FitConfig(**fit_kw)
+    built = [(name, *make_policy_attack(policy, name, critic=critic_source, pgd_steps=pgd_steps, restarts=restarts,
+                                        cache_dir=cache_dir, progress=True, fit_config=fit_config))
+             for name in attacks]
     kw = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "env_id": env_id}
     frames = [result_frame(policy, evaluate(policy, "none", 0.0, **kw))]
-    for name in attacks:
-        att = make_attack(name)
-        frames += [result_frame(policy, evaluate(policy, att, eps, **kw)) for eps in eps_list]
+    for _, att, source in built:
+        frames += [result_frame(policy, evaluate(policy, att, eps, **kw), critic_source=source) for eps in eps_list]
     table = pd.concat(frames, ignore_index=True)
+    grad_stats = {}
+    critic_built = [(name, att, source) for name, att, source in built if name in CRITIC_ATTACKS]
+    if critic_built:
+        # states the policy visits (noise-free), for the zero-gradient check
+        obs = collect_transitions(policy, 256, num_envs=8, explore_noise=0.0, seed=seed, env_id=env_id).obs
+        act = policy.act(obs)
+        grad_stats = {(policy.name, name, source): critic_gradient_stats(att.critic, obs, act)
+                      for name, att, source in critic_built}
     click.echo(format_summary(table))
+    click.echo(format_flags(sanity_flags(table, grad_stats)))
     if out:
         write_table(table, out)
         click.echo(f"wrote {len(table)} rows to {out}")
 
 
 def format_summary(table: pd.DataFrame) -> str:
-    """Mean +- std return per (attack, eps), with % of the nominal mean."""
+    """Mean +- std return per (attack, critic source, eps), with % of the nominal mean."""
     nominal = table.loc[table["attack"] == "none", "return"].mean()
+    if "critic_source" not in table.columns:
+        table = table.assign(critic_source="none")
     rows = []
-    for (att, eps), grp in table.groupby(["attack", "eps"], sort=False):
+    for (att, src, eps), grp in table.groupby(["attack", "critic_source", "eps"], sort=False):
         mean, std = grp["return"].mean(), grp["return"].std(ddof=0)
         pct = 100.0 * mean / nominal if nominal not in (0,) and pd.notna(nominal) else float("nan")
-        rows.append((att, eps, f"{mean:.1f} ± {std:.1f}", f"{pct:.0f}%", len(grp)))
-    header = f"{'attack':<10} {'eps':>6} {'return (mean ± std)':>22} {'% nominal':>10} {'episodes':>9}"
-    body = [f"{a:<10} {e:>6g} {r:>22} {p:>10} {n:>9}" for a, e, r, p, n in rows]
+        rows.append((att, "-" if src == "none" else src, eps, f"{mean:.1f} ± {std:.1f}", f"{pct:.0f}%", len(grp)))
+    header = (f"{'attack':<10} {'critic':<7} {'eps':>6} {'return (mean ± std)':>22} {'% nominal':>10} "
+              f"{'episodes':>9}")
+    body = [f"{a:<10} {c:<7} {e:>6g} {r:>22} {p:>10} {n:>9}" for a, c, e, r, p, n in rows]
     first = table.iloc[0]
     title = f"{first['policy']} ({first['algo']}) on {first['env_id']}"
     return "\n".join([title, header, "-" * len(header), *body])
+
+
+@main.command("fit-critic")
+@click.option("--policy", "policy_spec", required=True, help="Checkpoint path or zoo:NAME.")
+@click.option("--kind", type=click.Choice(["q", "oa-q"]), default="q", show_default=True,
+              help="q: Q^pi of the fixed policy; oa-q: Q_adv^pi (worst case within --eps-train from the next step on).")
+@click.option("--eps-train", default=None, type=click.FloatRange(0.0, 2.0),
+              help="oa-q: the adversary's budget inside the TD target [default: 0.1].")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="TD steps [default: 10000].")
+@click.option("--transitions", default=None, type=click.IntRange(min=2),
+              help="Env transitions gathered with the policy [default: 50000].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Fitting seed (episodes, noise, minibatches, init).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Critic cache [default: $RBRL_CACHE_DIR, else $XDG_CACHE_HOME/rbrl, else ~/.cache/rbrl].")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Also write the critic to this .safetensors file.")
+@click.option("--force", is_flag=True, help="Refit even when the cache has this critic.")
+@click.option("--check", "check_episodes", default=5, show_default=True, type=click.IntRange(min=0),
+              help="q: compare Q(s0, pi(s0)) with Monte-Carlo discounted returns of this many episodes (0: skip).")
+def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: int | None,
+                   transitions: int | None, seed: int, cache_dir: str | None, out: str | None, force: bool,
+                   check_episodes: int) -> None:
+    """Fit Q^pi or Q_adv^pi of a fixed policy by TD learning; cached, tied to the policy file's sha256."""
+    from robustbench_rl.attacks.fit import (
+        FitConfig,
+        critic_cache_path,
+        get_fitted_critic,
+        monte_carlo_returns,
+        save_critic,
+    )
+    from robustbench_rl.policy import load_policy
+
+    if out is not None and Path(out).suffix != ".safetensors":
+        raise click.BadParameter("use a .safetensors file name", param_hint="--out")
+    policy = load_policy(policy_spec)
+    opts = (("steps", steps), ("transitions", transitions), ("eps_train", eps_train), ("seed", seed))
+    config = FitConfig(**{k: v for k, v in opts if v is not None})
+    path = critic_cache_path(policy, kind, config, cache_dir)
+    cached = path.is_file() and not force
+    critic = get_fitted_critic(policy, kind, config=config, cache_dir=cache_dir, progress=True, force=force)
+    st = critic.meta["stats"]
+    how = "cached" if cached else f"fitted in {st['wall_s']:.1f} s"
+    click.echo(f"{kind} critic for {policy.name} ({how}; {st['transitions']} transitions, "
+               f"{critic.meta['fit']['steps']} TD steps, final TD loss {st['td_loss_final']:.4g}): {path}")
+    if out:
+        save_critic(critic, out)
+        click.echo(f"wrote {out}")
+    if kind == "q" and check_episodes:
+        obs0, mc = monte_carlo_returns(policy, config.gamma, check_episodes, seed=seed)
+        pred = critic(obs0, policy.act(obs0))
+        err = (pred - mc).abs().mean().item()
+        click.echo(f"check: Q(s0, pi(s0)) mean {pred.mean().item():.2f} vs Monte-Carlo discounted return "
+                   f"{mc.mean().item():.2f} over {check_episodes} episodes (mean abs error {err:.2f})")
 
 
 @main.command()
