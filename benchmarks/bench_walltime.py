@@ -5,9 +5,10 @@ Usage (from the repo root; takes a few minutes on a 2-core CPU):
     python benchmarks/bench_walltime.py                       # two random 256x256 checkpoints
     python benchmarks/bench_walltime.py --policies a.safetensors b.safetensors --workers 1,2 --repeats 2
 
-The five attacks are none (eps 0 only), random, biggest, min-q and min-oa-q; the critic attacks use
-the checkpoints' own critics (random checkpoints are written with a twin critic and a twin OA critic),
-so no critic fitting enters the timing. Every worker count runs the same suite into a fresh
+The five attacks are none (eps 0 only), random, biggest, min-q and min-oa-q, with `--critic auto`:
+each checkpoint's own critic where it has the one an attack needs (random checkpoints are written with
+a twin critic and a twin OA critic), else a fitted one. Fitting happens once, before the timed runs,
+and its time is printed separately. Every worker count runs the same suite into a fresh
 directory; rounds are interleaved (1, N, 1, N, ...) so that load from other processes hits both
 alike, and the tables of all runs are checked to be identical. Prints a markdown table.
 """
@@ -26,10 +27,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 from robustbench_rl.agents.networks import build_network
+from robustbench_rl.attacks.critic import make_policy_attack
 
 from robustbench_rl.bench import run_bench
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.envs import env_spec
+from robustbench_rl.policy import load_policy
 from robustbench_rl.suite import parse_suite
 
 
@@ -55,6 +58,7 @@ def main() -> None:
     ap.add_argument("--eps", default="0.05,0.1,0.2,0.3")
     ap.add_argument("--num-envs", type=int, default=10)
     ap.add_argument("--pgd-steps", type=int, default=20)
+    ap.add_argument("--critic", default="auto", help="critic source for min-q / min-oa-q: own, fitted, auto")
     ap.add_argument("--keep", default=None, help="keep the run directories under this folder")
     args = ap.parse_args()
 
@@ -67,11 +71,20 @@ def main() -> None:
         policies = [str(random_checkpoint(root / f"random{i}.safetensors", args.env, i, algo))
                     for i, algo in enumerate(("td3", "oa-td3"))]
         kind = "random (untrained) 256x256 checkpoints"
+    cache = root / "critic-cache"
     suite = parse_suite({
         "name": "walltime", "policies": policies, "attacks": ["random", "biggest", "min-q", "min-oa-q"],
         "eps": [float(e) for e in args.eps.split(",")], "episodes": args.episodes, "num_envs": args.num_envs,
-        "pgd_steps": args.pgd_steps, "critic": "own",
+        "pgd_steps": args.pgd_steps, "critic": args.critic, "critic_cache": str(cache),
     })
+    # Critics that must be fitted are fitted (and cached) once here, outside the timed runs: the
+    # runner does the same once per policy before its first run, and never again.
+    for spec in policies:
+        policy = load_policy(spec)
+        for attack in ("min-q", "min-oa-q"):
+            t0 = time.perf_counter()
+            _, source = make_policy_attack(policy, attack, critic=args.critic, cache_dir=cache, progress=False)
+            print(f"critic for {policy.name} {attack}: {source} ({time.perf_counter() - t0:.1f} s)", flush=True)
     counts = [int(w) for w in args.workers.split(",")]
     results: dict[int, list[dict]] = {w: [] for w in counts}
     reference = None
@@ -98,7 +111,7 @@ def main() -> None:
     base = min(x["wall"] for x in results[counts[0]])
     print()
     print(f"suite: 2 policies ({kind}) x (none + random, biggest, min-q, min-oa-q at eps {args.eps}) x "
-          f"{args.episodes} episodes, num_envs {args.num_envs}, PGD {args.pgd_steps} steps, own critics; "
+          f"{args.episodes} episodes, num_envs {args.num_envs}, PGD {args.pgd_steps} steps, critic {args.critic}; "
           f"{reference.shape[0]} rows, mean episode length by attack {lengths}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, threads per worker 1")

@@ -273,20 +273,42 @@ def _set_threads(threads: int) -> None:
         torch.set_num_interop_threads(threads)
 
 
-def _init_worker(threads: int, parent_pid: int) -> None:
+def _init_worker(threads: int, main_pid: int) -> None:
     # Ctrl-C reaches the whole process group: the parent handles it and stops the pool, so the workers
     # ignore it instead of each printing a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_threads(threads)
+    first_ppid = os.getppid()  # the forkserver (or the main process under spawn)
 
     def watch_parent() -> None:
-        # A SIGKILLed parent cannot stop its pool; without this the workers would wait forever on
-        # their task queue. A finished cell is already on disk, an unfinished one is simply redone.
-        while os.getppid() == parent_pid:
+        # A SIGKILLed main process cannot stop its pool; without this the workers would wait forever
+        # on their task queue. A finished cell is already on disk, an unfinished one is simply redone.
+        while os.getppid() == first_ppid and _pid_alive(main_pid):
             time.sleep(0.5)
         os._exit(1)
 
     threading.Thread(target=watch_parent, daemon=True).start()
+
+
+# Imported once by the forkserver, so that workers start as cheap forks of an interpreter that has
+# torch, gymnasium and mujoco loaded, instead of each importing them (seconds per worker).
+_PRELOAD = ["robustbench_rl.bench", "robustbench_rl.rollout", "robustbench_rl.results", "robustbench_rl.policy"]
+
+
+def _mp_context():
+    """forkserver where the platform has it (Linux, macOS), else spawn.
+
+    Never plain fork: the parent has usually run torch (loading policies, fitting critics) and may
+    hold threads (torch's pools, tqdm's monitor), and a fork copies their locks but not the threads.
+    """
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        with contextlib.suppress(Exception):  # preloading is an optimisation only
+            ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
 
 
 @dataclass
@@ -312,18 +334,17 @@ class SerialExecutor:
 class LocalPoolExecutor:
     """A pool of `workers` local processes, each with `threads` torch threads.
 
-    Processes are started with ``spawn``: forking a parent that already ran torch (critic fitting)
-    can deadlock in its thread pools. A worker exits by itself when its parent dies.
+    Processes come from a forkserver that preloads the evaluation modules (spawn where there is no
+    forkserver); see :func:`_mp_context`. A worker exits by itself when the main process dies.
     """
 
     workers: int
     threads: int = 1
 
     def map_unordered(self, fn, tasks):
-        import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context(),
                                    initializer=_init_worker, initargs=(self.threads, os.getpid()))
         clean = False
         try:
