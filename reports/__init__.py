@@ -21,18 +21,19 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
 
 
-def sanity_flags(table) -> list[str] | None:
+def sanity_flags(table, manifest: dict | None = None) -> list[str] | None:
     """Sanity flags for the results, as one-line strings; None when the checks are not installed.
 
     The checks live with the attacks (robustbench_rl.attacks.sanity): a critic-free attack beating a
-    critic attack (weak gradients or a weak critic), return rising with eps, and more.
+    critic attack (weak gradients or a weak critic), return rising with eps, and a critic whose action
+    gradient is ~0 on most states (from the gradient statistics `rbrl bench` stores in its manifest).
     """
     try:
         from robustbench_rl.attacks import sanity
     except ImportError:
         return None
-    flags = sanity.sanity_flags(table)
-    return [f if isinstance(f, str) else getattr(f, "message", None) or str(f) for f in flags]
+    grads = {(g["policy"], g["attack"], g["critic_source"]): g for g in (manifest or {}).get("critic_gradients", [])}
+    return [str(f) for f in sanity.sanity_flags(table, grads)]
 
 
 def make_report(
@@ -91,7 +92,7 @@ def make_report(
     main = tables.build_tables(table, by=col, statistic=statistic, eps=eps, summary=summary)
     pct = tables.build_tables(table, by=col, statistic=statistic, values="pct", eps=eps, summary=pct_summary)
     sections = []
-    flags = sanity_flags(table)
+    flags = sanity_flags(table, manifest)
     for env, t in main.items():
         stem = out / f"table_{_slug(env)}"
         for fmt, render in (("md", tables.to_markdown), ("tex", tables.to_latex), ("csv", tables.to_csv)):

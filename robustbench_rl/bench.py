@@ -466,7 +466,11 @@ def run_bench(
         _write_json(manifest_path, manifest)
 
         t0 = time.perf_counter()
-        sources = _resolve_critics(todo, by_name, suite, show)
+        sources, grads = _resolve_critics(todo, by_name, suite, show)
+        if grads:  # merged by key: a resumed session only checks the critics it still needs
+            known = {(g["policy"], g["attack"]): g for g in manifest.get("critic_gradients", [])}
+            known.update({(g["policy"], g["attack"]): g for g in grads})
+            manifest["critic_gradients"] = list(known.values())
         fit_s = time.perf_counter() - t0
         suite_d = suite.to_dict()
         tasks = [CellTask(c, by_name[c.policy], sources[(c.policy, c.attack)], suite_d, str(cells_dir / c.filename))
@@ -490,14 +494,18 @@ def run_bench(
                     wall_s=time.perf_counter() - t0)
 
 
-def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Suite, show: bool) -> dict:
+def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Suite,
+                     show: bool) -> tuple[dict[tuple[str, str], str], list[dict]]:
     """Critic source per (policy, attack) with pending cells, fitting missing critics once, here.
 
     Every later make_policy_attack call for the pair (in the workers) then hits the critic cache.
+    Also returns, per critic attack, how informative its critic's action gradient is on states the
+    policy visits (the zero-gradient sanity check of the report).
     """
     from robustbench_rl.policy import load_policy
 
     sources: dict[tuple[str, str], str] = {}
+    grads: list[dict] = []
     suite_d = suite.to_dict()
     for name, attack in dict.fromkeys((c.policy, c.attack) for c in todo):
         if attack == "none":
@@ -506,9 +514,21 @@ def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Su
         info = by_name[name]
         policy = load_policy(info.spec, env_id=info.env_id)
         policy.name = info.name
-        _, source = build_attack(policy, attack, suite_d, suite.critic, progress=show)
+        att, source = build_attack(policy, attack, suite_d, suite.critic, progress=show)
         sources[(name, attack)] = source
-    return sources
+        if getattr(att, "critic", None) is not None:
+            grads.append({"policy": name, "attack": attack, "critic_source": source,
+                          **_gradient_stats(policy, att.critic, info.env_id)})
+    return sources, grads
+
+
+def _gradient_stats(policy, critic, env_id: str) -> dict:
+    """critic_gradient_stats on 256 states from noise-free episodes of the policy (fixed seed)."""
+    from robustbench_rl.attacks.critic import critic_gradient_stats
+    from robustbench_rl.attacks.fit import collect_transitions
+
+    obs = collect_transitions(policy, 256, num_envs=8, explore_noise=0.0, seed=0, env_id=env_id).obs
+    return critic_gradient_stats(critic, obs, policy.act(obs))
 
 
 def _drive(ex: Executor, tasks: list[CellTask], total: int, show: bool) -> dict:
@@ -630,6 +650,7 @@ def _manifest(suite, policies, identity, ident_hash, old, n_cells, workers, thre
         "executor": {"kind": "local", "workers": workers, "threads_per_worker": threads},
         "created": old.get("created", _now()),
         "sessions": list(old.get("sessions", [])),
+        "critic_gradients": list(old.get("critic_gradients", [])),
         "status": "running",
     }
 

@@ -185,12 +185,11 @@ def _descendants(pid: int) -> list[int]:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
 def test_sigkilled_run_resumes_to_exactly_the_clean_rows(tmp_path, random_checkpoint):
     a, b = random_checkpoint(), random_checkpoint(seed=1, algo="oa-td3")
-    spec = {**FAST, "eps": [0.1, 0.2, 0.3], "episodes": 4, "num_envs": 4, "max_episode_steps": 100,
-            "eval_seeds": [0, 1]}
+    spec = {**FAST, "episodes": 4, "num_envs": 4, "max_episode_steps": 80, "eval_seeds": [0, 1]}
     suite_file = write_suite(tmp_path / "s.toml", [a, b], **spec)
     out = tmp_path / "run"
     cells = out / "cells"
-    total = 2 * (1 + 2 * 3) * 2
+    total = 2 * (1 + 2 * 2) * 2
     cmd = [sys.executable, "-m", "robustbench_rl.cli", "bench", str(suite_file), "--out", str(out),
            "--workers", "2", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -339,3 +338,20 @@ def test_custom_executor_plugs_in(tmp_path, random_checkpoint):
     custom = run_bench(suite, tmp_path / "a", executor=Recording(), progress=False).table
     assert sorted(seen) == sorted(["none"] + ["random", "biggest"] * 2)
     pd.testing.assert_frame_equal(custom, run_bench(suite, tmp_path / "b", workers=1, progress=False).table)
+
+
+def test_zero_critic_gradient_is_flagged_in_the_report(tmp_path, random_checkpoint):
+    from robustbench_rl.checkpoint import load_checkpoint, save_checkpoint
+
+    path = random_checkpoint()
+    tensors, meta = load_checkpoint(path)
+    flat = {k: (v * 0 if k.startswith("critic.") else v) for k, v in tensors.items()}  # a dead critic
+    save_checkpoint(path, flat, meta)
+    suite = parse_suite({"policies": [str(path)], **{**FAST, "attacks": ["min-q"], "eps": [0.2]}, "pgd_steps": 2})
+    run = run_bench(suite, tmp_path / "run", workers=1, progress=False)
+    (grad,) = run.manifest["critic_gradients"]
+    assert (grad["policy"], grad["attack"], grad["critic_source"], grad["frac_zero"]) == (path.stem, "min-q", "own", 1.0)
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "run"), "--format", "html"])
+    assert res.exit_code == 0, res.output
+    assert "zero_critic_gradient" in (tmp_path / "run" / "report" / "report.html").read_text()
+    assert "zero_critic_gradient" in (tmp_path / "run" / "report" / "sanity_flags.txt").read_text()
