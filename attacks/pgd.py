@@ -36,10 +36,17 @@ def pgd_minimize(
     x <- proj(x - step_size * sign(grad f(x))), step size 2.5 * eps / steps by default; the lowest
     value seen per row (start and final iterate included) wins. Gradients flow to the actions only:
     `f`'s parameters get none, and the returned tensor is detached. With `return_value`, also returns
-    f at the returned actions. eps = 0 returns `a` unchanged.
+    f at the returned actions. eps = 0 returns `a` unchanged; steps = 0 is a random search of
+    `restarts` points. ValueError for a negative eps or steps, or `a` not (B, d).
     """
+    if a.dim() != 2:
+        raise ValueError(f"pgd_minimize needs actions of shape (B, d), got {tuple(a.shape)}")
+    if not eps >= 0:  # also catches NaN
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if steps < 0 or restarts < 1:
+        raise ValueError(f"steps must be >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
     a = a.detach()
-    if eps == 0 or steps < 0:
+    if eps == 0:
         out = a.clone()
         if return_value:
             with torch.no_grad():
@@ -50,12 +57,14 @@ def pgd_minimize(
     best_x = a.clone()
     best_v = torch.full(a.shape[:1], float("inf"), device=a.device, dtype=a.dtype)
     with torch.enable_grad():
-        for _ in range(max(restarts, 1)):
+        for _ in range(restarts):
             u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
             x = lo + (hi - lo) * u
             for _ in range(steps):
                 x.requires_grad_(True)
                 v = f(x)
+                if v.shape != best_v.shape:
+                    raise ValueError(f"f must map (B, d) actions to (B,) values, got {tuple(v.shape)}")
                 (grad,) = torch.autograd.grad(v.sum(), x)
                 x, v = x.detach(), v.detach()
                 better = v < best_v

@@ -1,0 +1,214 @@
+"""TD3 / OA-TD3: learning on the Ledge toy task, checkpoint round trip, determinism, exact resume, buffers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
+from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
+
+from robustbench_rl.envs import ledge_reward
+from robustbench_rl.policy import load_policy
+from robustbench_rl.training import RunConfig, field_docs, load_state, policy_metadata
+
+CPU = torch.device("cpu")
+LEDGE = "rbrl/Ledge-v0"
+# Small and fast: one-step episodes, 64x64 nets, one update per step.
+LEDGE_KW = {"hidden": [64, 64], "learning_starts": 500}
+LEDGE_STEPS = 3000
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def ledge_action(trainer: TD3Trainer) -> float:
+    with torch.no_grad():
+        return float(trainer.actor(torch.zeros(1, 1))[0, 0])
+
+
+def worst_case_return(a: float, eps: float) -> float:
+    """Brute force over the perturbation box: Ledge has one step, so this is the exact worst case."""
+    deltas = np.linspace(-eps, eps, 2001)
+    return float(ledge_reward(np.clip(a + deltas, -1.0, 1.0)).min())
+
+
+def train_ledge(config, seed: int = 0, steps: int = LEDGE_STEPS) -> TD3Trainer:
+    trainer = TD3Trainer(config, LEDGE, seed, steps, CPU)
+    trainer.advance(steps)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def ledge_runs():
+    torch.set_num_threads(1)
+    td3 = ledge_action(train_ledge(TD3Config(**LEDGE_KW)))
+    robust = ledge_action(train_ledge(OATD3Config(**LEDGE_KW, omega=0.0, eps_train=0.2)))
+    mixed = ledge_action(train_ledge(OATD3Config(**LEDGE_KW, omega=0.5, eps_train=0.2)))
+    return {"td3": td3, "robust": robust, "mixed": mixed}
+
+
+def test_td3_learns_to_stand_near_the_ledge(ledge_runs):
+    assert ledge_runs["td3"] > 0.42, ledge_runs
+
+
+def test_oa_td3_robust_objective_keeps_its_distance(ledge_runs):
+    # Under a worst-case push of 0.2 the robust optimum is 0.3.
+    assert 0.2 <= ledge_runs["robust"] <= 0.38, ledge_runs
+
+
+def test_default_omega_lands_between_robust_and_nominal(ledge_runs):
+    assert ledge_runs["robust"] + 0.02 < ledge_runs["mixed"] <= 0.5, ledge_runs
+
+
+def test_oa_td3_beats_td3_under_worst_case_push(ledge_runs):
+    eps = 0.2
+    assert worst_case_return(ledge_runs["robust"], eps) > worst_case_return(ledge_runs["td3"], eps) + 0.5, ledge_runs
+
+
+def _loss_trace(config, env_id: str, steps: int, chunk: int, seed: int = 3) -> np.ndarray:
+    """Every metric, averaged per `chunk` steps: (steps / chunk, n_metrics); NaN where none yet."""
+    trainer = TD3Trainer(config, env_id, seed, steps, CPU)
+    trace = []
+    for until in range(chunk, steps + 1, chunk):
+        trainer.advance(until)
+        trace.append(list(trainer.pop_metrics().values()))
+    trainer.close()
+    return np.array(trace)
+
+
+def test_same_seed_gives_identical_losses():
+    """Every logged loss over the first 2,000 steps (1,900 updates) of TD3 on Pendulum is identical."""
+    cfg = TD3Config(hidden=[32, 32], learning_starts=100, batch_size=64)
+    a = _loss_trace(cfg, "Pendulum-v1", 2000, 100)
+    np.testing.assert_array_equal(a, _loss_trace(cfg, "Pendulum-v1", 2000, 100))
+    assert np.isfinite(a[1:]).all()
+    other = _loss_trace(cfg, "Pendulum-v1", 2000, 100, seed=4)
+    assert not np.array_equal(other[1:], a[1:])
+
+
+def test_oa_td3_same_seed_gives_identical_losses():
+    """OA-TD3's PGD starts come from the trainer's generator too (500 steps on Hopper)."""
+    cfg = OATD3Config(hidden=[32, 32], learning_starts=100, batch_size=64, pgd_steps=3)
+    a = _loss_trace(cfg, "Hopper-v5", 500, 50)
+    np.testing.assert_array_equal(a, _loss_trace(cfg, "Hopper-v5", 500, 50))
+    assert np.isfinite(a[2:]).all()
+
+
+@pytest.mark.parametrize("config", [TD3Config(hidden=[16, 16], learning_starts=50, batch_size=32),
+                                    OATD3Config(hidden=[16, 16], learning_starts=50, batch_size=32, pgd_steps=2)],
+                         ids=["td3", "oa-td3"])
+def test_resume_from_saved_state_continues_exactly(config, tmp_path):
+    """On Ledge (every episode is one step from the same state) a restored trainer reproduces the
+    uninterrupted run bit for bit: networks, optimisers, replay buffer and RNG are all restored."""
+    ref = TD3Trainer(config, LEDGE, 0, 600, CPU)
+    ref.advance(300)
+    path = tmp_path / "state.pt"
+    torch.save({"format": 1, "trainer": ref.state_dict()}, path)
+    ref.advance(600)
+    restored = TD3Trainer(config, LEDGE, 0, 600, CPU)
+    restored.load_state_dict(load_state(path, CPU)["trainer"])
+    restored.advance(600)
+    for (name, p), q in zip(ref.actor.state_dict().items(), restored.actor.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert torch.equal(ref.buffer.act[:600], restored.buffer.act[:600])
+
+
+@pytest.mark.parametrize("algo_cls", [TD3Config, OATD3Config], ids=["td3", "oa-td3"])
+def test_checkpoint_round_trip_acts_identically(algo_cls, tmp_path):
+    from robustbench_rl.checkpoint import save_checkpoint, state_tensors
+
+    cfg = algo_cls(hidden=[32, 32], learning_starts=100, batch_size=32)
+    trainer = TD3Trainer(cfg, "Hopper-v5", 0, 300, CPU)
+    trainer.advance(300)
+    modules, networks, extra_t, extra_m = trainer.policy_state()
+    run = RunConfig(algo="oa-td3" if algo_cls is OATD3Config else "td3", env="Hopper-v5", steps=300)
+    path = save_checkpoint(tmp_path / "p.safetensors", {**state_tensors(modules), **extra_t},
+                           policy_metadata(run, cfg, networks, extra_m, trainer.global_step))
+    policy = load_policy(str(path))
+    obs = torch.randn(64, 11)
+    with torch.no_grad():
+        assert torch.equal(policy.act(obs), trainer.actor(obs).clamp(-1, 1))
+        act = torch.rand(64, 3) * 2 - 1
+        assert torch.equal(policy.critics["q"](obs, act), trainer.critic.min_q(obs, act))
+        if algo_cls is OATD3Config:
+            assert torch.equal(policy.critics["q_adv"](obs, act), trainer.critic_adv.min_q(obs, act))
+        else:
+            assert "q_adv" not in policy.critics
+    assert policy.meta["config"] == dataclasses.asdict(cfg)
+    assert policy.meta["steps"] == 300 and policy.meta["algo"] == run.algo
+
+
+def test_every_hyperparameter_is_documented():
+    docs = field_docs(OATD3Config)
+    assert {f.name for f in dataclasses.fields(OATD3Config)} <= set(docs)
+    assert all(len(d) > 10 for d in docs.values())
+
+
+@pytest.mark.parametrize("kw,match", [({"omega": 1.5}, "omega"), ({"eps_train": -0.1}, "eps"),
+                                      ({"pgd_steps": 0}, "pgd-steps"), ({"batch_size": 0}, "batch-size"),
+                                      ({"hidden": []}, "hidden"), ({"tau": 0.0}, "tau")])
+def test_invalid_hyperparameters_are_rejected(kw, match):
+    with pytest.raises(ValueError, match=match):
+        OATD3Config(**kw).validate()
+
+
+def test_omega_one_is_td3_actor_and_omega_zero_skips_the_nominal_gradient():
+    nominal = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, omega=1.0), LEDGE, 0, 60, CPU)
+    nominal.advance(60)
+    m = nominal.pop_metrics()
+    assert np.isnan(m["conflict_share"]) and np.isnan(m["actor_adv_loss"])  # no OA actor gradient at omega 1
+    assert np.isfinite(m["critic_adv_loss"])  # ... but the OA critic is still learned
+    mixed = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16), LEDGE, 0, 60, CPU)
+    mixed.advance(60)
+    share = mixed.pop_metrics()["conflict_share"]
+    assert 0.0 <= share <= 1.0
+
+
+# ---- buffers ---------------------------------------------------------------------------------------
+
+def test_replay_buffer_ring_and_state_round_trip():
+    buf = ReplayBuffer(2, 1, capacity=5)
+    for i in range(7):  # wraps: keeps transitions 2..6
+        buf.add(np.full(2, i), np.full(1, i), float(i), np.full(2, i + 1), float(i % 2))
+    assert len(buf) == 5
+    assert sorted(buf.rew.tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0]
+    state = buf.state_dict()
+    assert state["rew"].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]  # oldest first
+    bigger = ReplayBuffer(2, 1, capacity=10)
+    bigger.load_state_dict(state)
+    assert len(bigger) == 5 and bigger.pos == 5
+    bigger.add(np.zeros(2), np.zeros(1), 7.0, np.zeros(2), 0.0)
+    assert bigger.rew[:6].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    smaller = ReplayBuffer(2, 1, capacity=3)
+    smaller.load_state_dict(state)
+    assert smaller.rew.tolist() == [4.0, 5.0, 6.0]  # keeps the newest
+
+
+def test_replay_buffer_batched_add_and_sample():
+    buf = ReplayBuffer(3, 2, capacity=8)
+    buf.add(np.ones((4, 3)), np.zeros((4, 2)), np.arange(4.0), np.ones((4, 3)), np.zeros(4))
+    assert len(buf) == 4
+    batch = buf.sample(16, torch.Generator().manual_seed(0))
+    assert batch.obs.shape == (16, 3) and batch.act.shape == (16, 2) and batch.rew.shape == (16,)
+    assert set(batch.rew.tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    with pytest.raises(ValueError, match="empty"):
+        ReplayBuffer(3, 2, capacity=8).sample(4)
+
+
+def test_rollout_buffer_fills_and_resets():
+    buf = RolloutBuffer(num_steps=2, num_envs=3, obs_dim=4, act_dim=1)
+    for _ in range(2):
+        buf.add(torch.ones(3, 4), torch.zeros(3, 1), torch.zeros(3), np.ones(3), np.zeros(3), torch.zeros(3))
+    assert buf.full and buf.rew.sum() == 6
+    with pytest.raises(ValueError, match="full"):
+        buf.add(torch.ones(3, 4), torch.zeros(3, 1), torch.zeros(3), np.ones(3), np.zeros(3), torch.zeros(3))
+    buf.reset()
+    assert not buf.full

@@ -1,0 +1,165 @@
+"""`rbrl train` end to end: the real CLI with tiny budgets, the run directory, config, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustbench_rl.cli import main
+from robustbench_rl.policy import load_policy
+from robustbench_rl.training import RunConfig, read_toml
+
+TINY = ["--hidden", "16,16", "--batch-size", "32", "--learning-starts", "50", "--threads", "1"]
+
+
+def rbrl(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def progress_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "progress.csv", newline="") as fh:
+        return [int(row["step"]) for row in csv.DictReader(fh)]
+
+
+def test_train_td3_pendulum_smoke(tmp_path):
+    out = tmp_path / "run"
+    res = rbrl("train", "--algo", "td3", "--env", "Pendulum-v1", "--steps", "300", "--seed", "1", "--out", str(out),
+               "--eval-every", "200", "--eval-episodes", "2", "--checkpoint-every", "200", "--log-every", "100", *TINY)
+    assert res.exit_code == 0, res.output
+    assert "done: 300 steps" in res.output and "final eval return" in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.toml", "policy.safetensors",
+                                                      "progress.csv", "state.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000200.safetensors",
+                                                                        "step_000000300.safetensors"]
+    assert progress_steps(out) == [100, 200, 300]
+    with open(out / "progress.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"episode_return", "eval_return", "critic_loss", "actor_loss", "steps_per_s"} <= set(rows[0])
+    assert rows[1]["eval_return"] and rows[2]["eval_return"] and not rows[0]["eval_return"]
+    policy = load_policy(str(out / "policy.safetensors"))
+    assert policy.algo == "td3" and policy.meta["seed"] == 1 and policy.meta["steps"] == 300
+    assert set(policy.critics) == {"q"}
+    cfg = read_toml(out / "config.toml")
+    assert cfg["run"]["steps"] == 300 and cfg["hyperparameters"]["hidden"] == [16, 16]
+    assert policy.meta["config"]["learning_starts"] == 50
+
+
+def test_train_oa_td3_hopper_smoke_and_config_file_round_trip(tmp_path):
+    out = tmp_path / "oa"
+    res = rbrl("train", "--algo", "oa-td3", "--env", "Hopper-v5", "--steps", "200", "--out", str(out),
+               "--omega", "0.3", "--eps-train", "0.05", "--pgd-steps", "2", "--no-surgery", *TINY)
+    assert res.exit_code == 0, res.output
+    policy = load_policy(str(out / "policy.safetensors"))
+    assert set(policy.critics) == {"q", "q_adv"}
+    assert policy.meta["config"]["omega"] == 0.3 and policy.meta["config"]["surgery"] is False
+    with open(out / "progress.csv", newline="") as fh:
+        last = list(csv.DictReader(fh))[-1]
+    assert float(last["pgd_q_drop"]) >= 0.0 and 0.0 <= float(last["conflict_share"]) <= 1.0
+    # A run's config.toml is a valid --config: a second run from it resolves to the same config.
+    again = tmp_path / "again"
+    res = rbrl("train", "--config", str(out / "config.toml"), "--out", str(again), "--steps", "100")
+    assert res.exit_code == 0, res.output
+    a, b = read_toml(out / "config.toml"), read_toml(again / "config.toml")
+    assert a["hyperparameters"] == b["hyperparameters"]
+    assert {**a["run"], "steps": 100} == b["run"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--algo", "td3", "--env", "Pendulm-v1"], "Pendulum-v1"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--omega", "0.5"], "not a td3 hyperparameter"),
+    (["--algo", "oa-td3", "--env", "Pendulum-v1", "--omega", "2"], "omega must be in [0, 1]"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--hidden", "64,x"], "comma-separated list of ints"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--steps", "0"], "steps must be >= 1"),
+    (["--env", "Pendulum-v1"], "no algo given"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--resume"], "nothing to resume"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--config", "missing.toml"], "config file not found"),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    res = rbrl("train", "--out", str(out), *args)
+    assert res.exit_code != 0
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+    assert not out.exists()
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[hyperparameters]\nlearning_rat = 0.1\n")
+    res = rbrl("train", "--algo", "td3", "--env", "Pendulum-v1", "--config", str(bad), "--out", str(tmp_path / "r"))
+    assert res.exit_code != 0 and "unknown option 'learning_rat'" in res.output
+    bad.write_text("[run\n")
+    res = rbrl("train", "--algo", "td3", "--env", "Pendulum-v1", "--config", str(bad), "--out", str(tmp_path / "r"))
+    assert res.exit_code != 0 and "not valid TOML" in res.output
+
+
+def test_existing_run_needs_resume_and_resume_refuses_changed_config(tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--algo", "td3", "--env", "Pendulum-v1", "--steps", "100", "--out", str(out), *TINY]
+    assert rbrl(*base).exit_code == 0
+    res = rbrl(*base)
+    assert res.exit_code != 0 and "pass --resume" in res.output
+    res = rbrl("train", "--out", str(out), "--resume", "--learning-rate", "0.01")
+    assert res.exit_code != 0 and "refuses a changed config" in res.output and "learning_rate" in res.output
+    # Raising --steps extends the finished run; the log continues without a gap.
+    res = rbrl("train", "--out", str(out), "--resume", "--steps", "150", "--log-every", "50")
+    assert res.exit_code != 0 and "log_every" in res.output  # log_every is part of the experiment
+    res = rbrl("train", "--out", str(out), "--resume", "--steps", "250")
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.output
+    assert progress_steps(out) == [100, 250]
+    assert load_policy(str(out / "policy.safetensors")).meta["steps"] == 250
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    """A real `rbrl train` process killed with SIGKILL resumes from its last checkpoint and finishes
+    with a valid policy and a progress.csv without gaps or duplicated steps."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "robustbench_rl.cli", "train", "--algo", "td3", "--env", "Pendulum-v1",
+           "--steps", "4000", "--out", str(out), "--checkpoint-every", "400", "--log-every", "200", "--no-progress",
+           *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "state.pt").exists() and (out / "progress.csv").exists() and max(progress_steps(out), default=0) >= 1000:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"run ended before it could be killed: {proc.stdout.read().decode()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = max(progress_steps(out))
+    assert not (out / "policy.safetensors").exists()
+    saved = torch.load(out / "state.pt", weights_only=True)["trainer"]["global_step"]
+    assert saved % 400 == 0 and 0 < saved <= killed_at
+    res = subprocess.run([*cmd[:3], "train", "--out", str(out), "--resume", "--no-progress"], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"resuming {out} from step {saved}" in res.stdout
+    assert progress_steps(out) == list(range(200, 4001, 200))
+    policy = load_policy(str(out / "policy.safetensors"))
+    assert policy.meta["steps"] == 4000
+    assert not list(out.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_run_config_fields_are_all_cli_options():
+    res = rbrl("train", "--help")
+    assert res.exit_code == 0
+    for name in RunConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in res.output
+    for flag in ("--omega", "--eps-train", "--pgd-steps", "--surgery / --no-surgery", "--learning-rate", "--resume",
+                 "--config"):
+        assert flag in res.output
