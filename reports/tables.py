@@ -127,11 +127,21 @@ def _caption(t: ComparisonTable) -> str:
             "worst-case curve over [0, ε_max].")
 
 
+def _lead(t: ComparisonTable) -> list[str]:
+    """The label columns: algo and the row label (just algo when rows are algorithms)."""
+    return ["algo"] if t.by == "algo" else ["algo", t.by]
+
+
+def _lead_values(t: ComparisonTable, label: str) -> list[str]:
+    return [str(label)] if t.by == "algo" else [str(t.rows.at[label, "algo"]), str(label)]
+
+
 def to_markdown(t: ComparisonTable) -> str:
     """A GitHub-flavoured markdown table with a caption line."""
-    head = ["algo", t.by, "seeds", *[c.title for c in t.columns]]
+    lead = _lead(t)
+    head = [*lead, "seeds", *[c.title for c in t.columns]]
     lines = [f"**{_caption(t)}**", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join([":--", ":--", "--:"] + ["--:"] * len(t.columns)) + "|"]
+             "|" + "|".join([":--"] * len(lead) + ["--:"] * (1 + len(t.columns))) + "|"]
     best = t.best()
     for label in t.value.index:
         cells = []
@@ -139,7 +149,7 @@ def to_markdown(t: ComparisonTable) -> str:
             v, half = _cell_text(t, label, c.key)
             text = f"{v} ± {half}" if half else v
             cells.append(f"**{text}**" if best.at[label, c.key] else text)
-        row = [str(t.rows.at[label, "algo"]), str(label), str(t.rows.at[label, "seeds"]), *cells]
+        row = [*_lead_values(t, label), str(t.rows.at[label, "seeds"]), *cells]
         lines.append("| " + " | ".join(r.replace("|", "\\|") for r in row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -163,9 +173,10 @@ def to_latex(t: ComparisonTable) -> str:
             spans[-1][1].append(c)
         else:
             spans.append((name, [c]))
-    n = 3 + len(t.columns)
-    top, sub, rules = ["", "", ""], [r"Algo", tex_escape(t.by.capitalize()), "Seeds"], []
-    pos = 4
+    lead = _lead(t)
+    n = len(lead) + 1 + len(t.columns)
+    top, sub, rules = [""] * (len(lead) + 1), [*(tex_escape(h.capitalize()) for h in lead), "Seeds"], []
+    pos = len(lead) + 2
     for name, cols in spans:
         if name in ("nominal", "AUC"):
             top.append("")
@@ -188,14 +199,14 @@ def to_latex(t: ComparisonTable) -> str:
             inner = f"{v} \\pm {half}" if half else v
             inner = inner.replace("–", "--")
             cells.append(f"$\\mathbf{{{inner}}}$" if best.at[label, c.key] else f"${inner}$")
-        body.append(" & ".join([tex_escape(algo) if algo != prev_algo else "", tex_escape(label),
-                                str(t.rows.at[label, "seeds"]), *cells]) + r" \\")
+        names = [tex_escape(algo) if algo != prev_algo else ""] if len(lead) == 2 else []
+        body.append(" & ".join([*names, tex_escape(label), str(t.rows.at[label, "seeds"]), *cells]) + r" \\")
         prev_algo = algo
     caption = tex_escape(_caption(t)).replace("ε", r"$\epsilon$").replace("±", r"$\pm$")
     lines = [
         r"\begin{table}[t]", r"\centering", r"\small",
         r"\caption{" + caption + "}",
-        rf"\begin{{tabular}}{{ll{'r' * (n - 2)}}}", r"\toprule",
+        rf"\begin{{tabular}}{{{'l' * len(lead)}{'r' * (n - len(lead))}}}", r"\toprule",
         " & ".join(top) + r" \\", *rules, " & ".join(sub) + r" \\", r"\midrule", *body,
         r"\bottomrule", r"\end{tabular}", r"\end{table}",
     ]
@@ -221,7 +232,7 @@ def to_html(t: ComparisonTable) -> str:
     from html import escape
 
     best = t.best()
-    head = "".join(f"<th>{escape(h)}</th>" for h in ["algo", t.by, "seeds", *[c.title for c in t.columns]])
+    head = "".join(f"<th>{escape(h)}</th>" for h in [*_lead(t), "seeds", *[c.title for c in t.columns]])
     body = []
     for label in t.value.index:
         cells = []
@@ -229,7 +240,7 @@ def to_html(t: ComparisonTable) -> str:
             v, half = _cell_text(t, label, c.key)
             text = escape(f"{v} ± {half}" if half else v)
             cells.append(f"<td><b>{text}</b></td>" if best.at[label, c.key] else f"<td>{text}</td>")
-        body.append(f"<tr><td>{escape(str(t.rows.at[label, 'algo']))}</td><td>{escape(str(label))}</td>"
-                    f"<td>{t.rows.at[label, 'seeds']}</td>{''.join(cells)}</tr>")
+        lead = "".join(f"<td>{escape(v)}</td>" for v in _lead_values(t, label))
+        body.append(f"<tr>{lead}<td>{t.rows.at[label, 'seeds']}</td>{''.join(cells)}</tr>")
     return (f"<table><caption>{escape(_caption(t))}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")

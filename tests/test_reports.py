@@ -181,3 +181,14 @@ def test_make_report_from_a_results_file(tmp_path, table):
     assert not any(p.suffix in (".tex", ".html") for p in only_md)
     with pytest.raises(FileNotFoundError, match=r"no results\.parquet"):
         make_report(tmp_path / "rep")
+
+
+def test_rows_by_algo_and_by_policy(table):
+    by_algo = tables.build_tables(table, by="algo")["Hopper-v5"]
+    assert tables.to_markdown(by_algo).splitlines()[2].startswith("| algo | seeds | nominal |")
+    assert r"\begin{tabular}{lr" in tables.to_latex(by_algo)
+    by_policy = tables.build_tables(table, by="policy")["Hopper-v5"]
+    assert list(by_policy.value.index) == ["oa-td3-s0", "oa-td3-s1", "td3-s0", "td3-s1"]
+    sel = (table["policy"] == "td3-s1") & (table["attack"] == "random") & (table["eps"] == 0.1)
+    assert by_policy.value.at["td3-s1", "random@0.1"] == pytest.approx(table.loc[sel, "return"].mean())
+    assert (by_policy.rows["seeds"] == 1).all()
