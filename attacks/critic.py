@@ -50,9 +50,11 @@ class CriticAttack:
     name = "critic"
     needs_critic: str | None = None
 
-    def __init__(self, critic: Critic, steps: int = 20, restarts: int = 1, step_size: float | None = None) -> None:
+    def __init__(self, critic: Critic | None = None, steps: int = 20, restarts: int = 1,
+                 step_size: float | None = None) -> None:
         if critic is None or not callable(critic):
-            raise ValueError(f"attack {self.name} needs a critic (a callable (obs, act) -> values); got {critic!r}")
+            raise ValueError(f"attack {self.name} needs a critic (a callable (obs, act) -> values), got {critic!r}; "
+                             "build it with make_policy_attack(policy, name) or make_attack(name, critic=...)")
         if int(steps) != steps or steps < 1:
             raise ValueError(f"{self.name}: PGD steps must be an integer >= 1, got {steps}")
         if int(restarts) != restarts or restarts < 1:

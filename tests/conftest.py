@@ -36,3 +36,40 @@ def random_checkpoint(tmp_path):
         return write_random_checkpoint(tmp_path / f"policy{next(counter)}.safetensors", env_id=env_id, **kw)
 
     return make
+
+
+def write_constant_ledge_policy(path, action: float = 0.45, critics=()):
+    """A Ledge-v0 policy whose tanh actor outputs `action` everywhere (zero weights, bias atanh(action))."""
+    import math
+
+    spec = env_spec("rbrl/Ledge-v0")
+    nets = {"actor": {"type": "actor", "hidden": [8], "activation": "relu"}}
+    for name in critics:
+        nets[name] = {"type": "twin_critic", "hidden": [8], "activation": "relu"}
+    mods = {k: build_network(v, spec["obs_dim"], spec["act_dim"]) for k, v in nets.items()}
+    with torch.no_grad():
+        for p in mods["actor"].parameters():
+            p.zero_()
+        mods["actor"].net[-1].bias.fill_(math.atanh(action))
+    meta = {**spec, "algo": "handmade", "networks": nets, "seed": 0, "steps": 0, "config": {}}
+    return save_checkpoint(path, state_tensors(mods), meta)
+
+
+def train_tiny(out_dir, algo: str = "td3", env_id: str = "rbrl/Ledge-v0", steps: int = 2500,
+               learning_starts: int = 500, extra: tuple[str, ...] = ()):
+    """Train a tiny policy through the real `rbrl train` CLI; returns the path of policy.safetensors."""
+    from click.testing import CliRunner
+
+    from robustbench_rl.cli import main
+
+    args = ["train", "--algo", algo, "--env", env_id, "--steps", str(steps), "--learning-starts",
+            str(learning_starts), "--hidden", "64,64", "--seed", "0", "--out", str(out_dir), "--no-progress", *extra]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return out_dir / "policy.safetensors"
+
+
+@pytest.fixture(scope="session")
+def ledge_td3_policy(tmp_path_factory):
+    """TD3 trained on Ledge-v0 for 2,500 steps (~10 s): acts near the ledge (a ~ 0.44), own critic 'q' only."""
+    return train_tiny(tmp_path_factory.mktemp("ledge_td3"))
