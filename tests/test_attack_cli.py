@@ -1,0 +1,85 @@
+"""`rbrl attack` end to end: the full attack set, both critic sources, the tidy CSV, the sanity flags."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import train_tiny
+
+from robustbench_rl.cli import main
+from robustbench_rl.results import RESULT_COLUMNS
+
+EPISODES = 3
+
+
+@pytest.fixture(scope="module")
+def oa_td3_policy(tmp_path_factory):
+    """A tiny OA-TD3 on Ledge: it carries both critics, so every critic attack can use its own."""
+    return train_tiny(tmp_path_factory.mktemp("ledge_oa"), algo="oa-td3", steps=600, learning_starts=200,
+                      extra=("--pgd-steps", "3"))
+
+
+def run_attack(policy, tmp_path, *extra):
+    out = tmp_path / "rows.csv"
+    args = ["attack", "--policy", str(policy), "--eps", "0.1,0.2", "--attack", "all", "--episodes", str(EPISODES),
+            "--num-envs", "2", "--pgd-steps", "5", "--fit-steps", "200", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(out), *extra]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    return res.output, pd.read_csv(out)
+
+
+def check_schema(table: pd.DataFrame, sources: dict[str, str]) -> None:
+    assert list(table.columns) == RESULT_COLUMNS
+    assert len(table) == EPISODES * (1 + 4 * 2)  # nominal + 4 attacks x 2 eps
+    cells = table.groupby(["attack", "eps"]).size()
+    assert cells[("none", 0.0)] == EPISODES
+    for att in ("random", "biggest", "min-q", "min-oa-q"):
+        assert cells[(att, 0.1)] == cells[(att, 0.2)] == EPISODES
+    got = table.groupby("attack")["critic_source"].unique().to_dict()
+    assert {k: list(v) for k, v in got.items()} == {k: [v] for k, v in sources.items()}
+    assert (table["episode"].groupby([table["attack"], table["eps"]]).apply(list)
+            .map(lambda e: e == list(range(EPISODES))).all())
+    assert table["length"].eq(1).all() and table["env_id"].eq("rbrl/Ledge-v0").all()
+
+
+def test_attack_all_with_auto_critics_on_a_td3_checkpoint(ledge_td3_policy, tmp_path):
+    output, table = run_attack(ledge_td3_policy, tmp_path)
+    check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "own", "min-oa-q": "fitted"})
+    assert "note: no cached oa-q critic" in output  # fitted on demand, with a note of the cost
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("attack"))
+    assert "critic" in lines[header]
+    assert any(line.split()[:3] == ["min-oa-q", "fitted", "0.1"] for line in lines)
+    assert any(line.split()[:3] == ["min-q", "own", "0.2"] for line in lines)
+    assert any(line.startswith("sanity flags") for line in lines)
+    # the second run takes the fitted critic from the cache: no fitting note, same numbers
+    again, table2 = run_attack(ledge_td3_policy, tmp_path)
+    assert "note: no cached" not in again
+    pd.testing.assert_frame_equal(table, table2)
+
+
+def test_attack_all_with_fitted_critics(ledge_td3_policy, tmp_path):
+    _, table = run_attack(ledge_td3_policy, tmp_path, "--critic", "fitted")
+    check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "fitted",
+                         "min-oa-q": "fitted"})
+
+
+def test_attack_all_with_own_critics_of_an_oa_checkpoint(oa_td3_policy, tmp_path):
+    output, table = run_attack(oa_td3_policy, tmp_path, "--critic", "own")
+    check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "own", "min-oa-q": "own"})
+    assert "note:" not in output  # nothing fitted
+
+
+def test_own_critic_that_the_checkpoint_lacks_is_a_one_line_error(ledge_td3_policy, tmp_path):
+    res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--attack", "min-oa-q",
+                                    "--critic", "own", "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code != 0
+    assert res.output.startswith("Error:") and "--critic fitted" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "x.csv").exists()  # no half-written output
+    res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--critic", "mine"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--pgd-steps", "0"])
+    assert res.exit_code != 0 and "Traceback" not in res.output
