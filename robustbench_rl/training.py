@@ -538,13 +538,16 @@ class TrainResult:
 
 
 def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False, progress: bool | None = None,
-          echo: Callable[[str], None] | None = None) -> TrainResult:
+          echo: Callable[[str], None] | None = None,
+          stop_when: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
     """Train `run.algo` on `run.env` for `run.steps` env steps, writing the run directory `out`.
 
     Call :func:`resolve_config` first (it does the validation and the resume checks). With `resume`,
     the trainer is restored from ``state.pt`` if one exists (else the run starts over) and
     progress.csv is trimmed to the restored step. `progress` shows a tqdm bar with the latest
     episode return and steps/s (default: when stderr is a terminal). `echo` receives one-line notes.
+    `stop_when(row)` is called with every progress.csv row; True ends the run early there (state and
+    policy are saved at that step, and a later --resume continues towards `run.steps`).
     """
     from tqdm.auto import tqdm
 
@@ -623,7 +626,7 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
             now = trainer.global_step
             bar.update(min(now, run.steps) - bar.n)
             sps = (now - interval_start_step) / interval_time if interval_time > 0 else float("nan")
-            bar.set_postfix(ret=f"{driver['last_return']:.1f}", sps=f"{sps:.0f}", refresh=False)
+            bar.set_postfix(ret=f"{driver['last_return']:.5g}", sps=f"{sps:.0f}", refresh=False)
             at_end = now >= run.steps
             is_log = at_end or _crossed(step, now, run.log_every)
             is_ckpt = at_end or _crossed(step, now, run.checkpoint_every)
@@ -642,6 +645,8 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
                 "wall_s": driver["wall_s"], **trainer.pop_metrics(),
             }
             log.write(row)
+            stop = bool(stop_when(row)) if stop_when is not None else False
+            is_ckpt = is_ckpt or stop
             interval_returns, interval_lengths = [], []
             interval_start_step, interval_time = now, 0.0
             if is_eval:
@@ -650,6 +655,9 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
                 save_policy(out / CHECKPOINT_DIR / f"step_{now:09d}.safetensors")
                 _atomic_torch_save({"format": STATE_FORMAT, "algo": run.algo, "trainer": trainer.state_dict(),
                                     "driver": dict(driver)}, state_path)
+            if stop:
+                echo(f"stopping early at step {now} (stop condition met)")
+                break
         policy_path = save_policy(out / POLICY_FILE)
     finally:
         bar.close()

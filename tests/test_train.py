@@ -163,3 +163,17 @@ def test_run_config_fields_are_all_cli_options():
     for flag in ("--omega", "--eps-train", "--pgd-steps", "--surgery / --no-surgery", "--learning-rate", "--resume",
                  "--config"):
         assert flag in res.output
+
+
+def test_stop_when_ends_the_run_early_with_a_resumable_state(tmp_path):
+    from robustbench_rl.training import resolve_config, train
+
+    out = tmp_path / "run"
+    run, hp = resolve_config(out, {"algo": "td3", "env": "Pendulum-v1", "steps": 500, "log_every": 100, "threads": 1},
+                             {"hidden": [16, 16], "batch_size": 32, "learning_starts": 50})
+    result = train(run, hp, out, stop_when=lambda row: row["step"] >= 200)
+    assert result.steps == 200 and progress_steps(out) == [100, 200]
+    assert load_policy(str(result.policy_path)).meta["steps"] == 200
+    run, hp = resolve_config(out, {}, {}, resume=True)
+    assert train(run, hp, out, resume=True).steps == 500
+    assert progress_steps(out) == [100, 200, 300, 400, 500]
