@@ -744,12 +744,15 @@ def cli_options() -> tuple[list, list[str], list[str]]:
         edocs = field_docs(entry.config_cls)
         defaults = dataclasses.asdict(entry.config_cls())
         for f in dataclasses.fields(entry.config_cls):
-            slot = hp.setdefault(f.name, {"type": hints[f.name], "doc": edocs[f.name], "defaults": {}})
+            slot = hp.setdefault(f.name, {"type": hints[f.name], "docs": {}, "defaults": {}})
+            slot["docs"].setdefault(edocs[f.name], []).append(entry.name)
             slot["defaults"][entry.name] = defaults[f.name]
     for name, slot in sorted(hp.items()):
         kind = _option_kind(slot["type"])
         defaults = "; ".join(f"{a}: {_fmt_default(v)}" for a, v in slot["defaults"].items())
-        help_text = f"{slot['doc']} [{defaults}]"
+        docs = slot["docs"]  # algorithms may document a shared option differently
+        doc = next(iter(docs)) if len(docs) == 1 else " ".join(f"({', '.join(a)}) {d}" for d, a in docs.items())
+        help_text = f"{doc} [{defaults}]"
         flag = "--" + name.replace("_", "-")
         if kind == "bool":
             options.append(click.option(f"{flag}/--no-{name.replace('_', '-')}", name, default=None, help=help_text))
