@@ -161,8 +161,8 @@ def test_rollout_stores_only_real_steps_and_bootstraps_truncation_from_the_final
 # Learning on the one-step Ledge (nominal optimum 0.5 at the cliff, robust optimum 0.3 for eps 0.2)
 # --------------------------------------------------------------------------------------------------
 
-# The default log-std 0 keeps PPO far from the ledge for long; std e^-2 and lr 1e-3 learn in seconds.
-LEDGE_KW = {"hidden": [16, 16], "log_std_init": -2.0, "learning_rate": 1e-3, "anneal_lr": False, "num_envs": 8,
+# The default log-std 0 keeps PPO far from the ledge for long; std e^-2 and lr 2e-3 learn in seconds.
+LEDGE_KW = {"hidden": [16, 16], "log_std_init": -2.0, "learning_rate": 2e-3, "anneal_lr": False, "num_envs": 8,
             "num_steps": 32, "num_minibatches": 4, "update_epochs": 10}
 
 
