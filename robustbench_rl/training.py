@@ -559,8 +559,6 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
     device = torch.device(run.device)
     set_threads(run.threads)
     trainer = entry.trainer_cls(hp, run.env, run.seed, run.steps, device)
-    (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / CONFIG_FILE, config_to_toml(run, hp).encode())
     resumed_from = None
     driver = {"episodes": 0, "wall_s": 0.0, "last_return": float("nan")}
     state_path = out / STATE_FILE
@@ -571,9 +569,15 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
         trainer.load_state_dict(state["trainer"])
         driver.update(state["driver"])
         resumed_from = trainer.global_step
+        if resumed_from > run.steps:
+            trainer.close()
+            raise ValueError(f"{out} has already trained {resumed_from} steps; --steps {run.steps} cannot shorten it "
+                             f"(give --steps >= {resumed_from})")
         echo(f"resuming {out} from step {resumed_from}")
     elif resume:
         echo(f"no resume state in {out} yet: starting the run from step 0")
+    (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / CONFIG_FILE, config_to_toml(run, hp).encode())
 
     log = ProgressLog(out / PROGRESS_FILE, BASE_COLUMNS + list(trainer.metric_names))
     log.start(resumed_from if resumed_from is not None else (0 if resume else None))

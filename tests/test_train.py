@@ -113,6 +113,8 @@ def test_existing_run_needs_resume_and_resume_refuses_changed_config(tmp_path):
     # Raising --steps extends the finished run; the log continues without a gap.
     res = rbrl("train", "--out", str(out), "--resume", "--steps", "150", "--log-every", "50")
     assert res.exit_code != 0 and "log_every" in res.output  # log_every is part of the experiment
+    res = rbrl("train", "--out", str(out), "--resume", "--steps", "50")
+    assert res.exit_code != 0 and "cannot shorten" in res.output
     res = rbrl("train", "--out", str(out), "--resume", "--steps", "250")
     assert res.exit_code == 0, res.output
     assert "resuming" in res.output
