@@ -145,8 +145,10 @@ class OAPPOConfig(PPOConfig):
     """Minibatch size of the OA critic's TD updates."""
     critic_adv_updates: int = 128
     """OA critic TD updates per rollout (before the advantage is computed)."""
-    replay_rollouts: int = 4
-    """The OA critic's replay holds the transitions of this many most recent rollouts."""
+    replay_rollouts: int = 16
+    """The OA critic's replay holds the transitions of this many most recent rollouts (its TD target follows
+    the current mean action, so older data stays valid; too short a replay forgets states and actions the
+    policy no longer visits, e.g. a cliff it learned to avoid)."""
     tau: float = 0.01
     """Polyak averaging rate of the OA critic's target network."""
 

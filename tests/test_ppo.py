@@ -329,3 +329,11 @@ def test_every_hyperparameter_has_a_cli_option_and_the_defaults_are_cleanrl():
     cfg = PPOConfig()
     assert (cfg.num_steps, cfg.num_minibatches, cfg.update_epochs, cfg.clip_coef, cfg.gae_lambda, cfg.hidden) == (
         2048, 32, 10, 0.2, 0.95, [64, 64])
+
+
+def test_bipedal_walker_with_the_box2d_extra(tmp_path):
+    pytest.importorskip("Box2D", reason="BipedalWalker-v3 needs the [box2d] extra")
+    out = tmp_path / "bw"
+    res = rbrl("train", "--algo", "ppo", "--env", "BipedalWalker-v3", "--steps", "64", "--out", str(out), *TINY_CLI)
+    assert res.exit_code == 0, res.output
+    assert load_policy(str(out / "policy.safetensors")).act(torch.zeros(1, 24)).shape == (1, 4)
