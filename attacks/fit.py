@@ -443,14 +443,15 @@ def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | No
 def estimate_fit_seconds(kind: str, config: FitConfig) -> float:
     """Rough wall-time estimate of a fit on this project's 2-core CPU (for the note, not a promise).
 
-    Per TD step at batch 256 with 256x256 heads ~2.5 ms, plus ~1 ms per PGD step for OA-Q (measured, 2 threads);
-    gathering ~0.1 ms per transition. Scaled by width and batch to first order.
+    Calibrated on the default budget (README, "Critic attacks and fitted critics"): per TD step at
+    batch 256 with 128x128 heads ~3 ms, plus ~1.4 ms per PGD step inside the OA target; gathering
+    ~0.15 ms per transition on MuJoCo. Scaled to first order by width squared and batch size.
     """
-    scale = (sum(config.hidden) / 512) ** 2 * config.batch_size / 256
-    per_step = 2.5e-3 * max(scale, 0.2)
+    scale = max((sum(config.hidden) / 256) ** 2 * config.batch_size / 256, 0.1)
+    per_step = 3e-3 * scale
     if kind == "oa-q":
-        per_step += 1.0e-3 * config.pgd_steps * max(scale, 0.2)
-    return config.steps * per_step + 1e-4 * config.transitions
+        per_step += 1.4e-3 * config.pgd_steps * scale
+    return config.steps * per_step + 1.5e-4 * config.transitions
 
 
 # --------------------------------------------------------------------------------------------------
