@@ -298,7 +298,7 @@ class TD3Trainer(Trainer):
         for k, o in self._optimizers().items():
             o.load_state_dict(state["optimizers"][k])
         self.buffer.load_state_dict(state["buffer"])
-        self.gen.set_state(state["rng"].cpu() if self.device.type == "cpu" else state["rng"])
+        self.gen.set_state(state["rng"].cpu())  # generator states are CPU byte tensors, even for CUDA
         self.global_step = int(state["global_step"])
         self.n_updates = int(state["n_updates"])
         self._reset_env(self.seed + self.global_step)
