@@ -123,16 +123,25 @@ def _critic_attacks() -> set[str]:
 
 
 def load_policies(suite: Suite) -> list[PolicyInfo]:
-    """Load every suite policy once (shape and env checks happen here, before any work starts)."""
+    """Load every suite policy once (shape and env checks happen here, before any work starts).
+
+    A policy without an explicit name is called by its file stem, or, when several policies share a
+    stem (``rbrl train`` always writes ``RUN_DIR/policy.safetensors``), by its folder's name.
+    """
     from robustbench_rl.policy import load_policy, resolve_spec
 
-    out: list[PolicyInfo] = []
+    loaded = []
     for entry in suite.policies:
         policy = load_policy(entry.spec, env_id=entry.env)
         own = getattr(policy, "path", None)
         path = Path(own) if own else Path(entry.spec[4:]) if entry.spec.startswith("sb3:") else resolve_spec(entry.spec)
+        loaded.append((entry, policy, path))
+    stems = [p.name for e, p, _ in loaded if not e.name]
+    out: list[PolicyInfo] = []
+    for entry, policy, path in loaded:
         meta = getattr(policy, "meta", {}) or {}
-        name = entry.name or policy.name
+        name = entry.name or (policy.name if stems.count(policy.name) == 1 or entry.spec.startswith("zoo:")
+                              else path.parent.name)
         out.append(PolicyInfo(
             name=name, spec=entry.spec, path=str(path), sha256=file_sha256(path), algo=str(meta.get("algo", "unknown")),
             group=entry.group or str(meta.get("algo", "unknown")), env_id=entry.env or policy.env_id,

@@ -355,3 +355,14 @@ def test_zero_critic_gradient_is_flagged_in_the_report(tmp_path, random_checkpoi
     assert res.exit_code == 0, res.output
     assert "zero_critic_gradient" in (tmp_path / "run" / "report" / "report.html").read_text()
     assert "zero_critic_gradient" in (tmp_path / "run" / "report" / "sanity_flags.txt").read_text()
+
+
+
+def test_default_names_fall_back_to_the_run_folder(tmp_path, random_checkpoint):
+    paths = []
+    for run in ("td3-s0", "td3-s1"):  # the `rbrl train` layout: RUN_DIR/policy.safetensors
+        (tmp_path / run).mkdir()
+        paths.append(random_checkpoint().replace(tmp_path / run / "policy.safetensors"))
+    other = random_checkpoint()
+    suite = parse_suite({"policies": [str(p) for p in [*paths, other]], **FAST})
+    assert [p.name for p in load_policies(suite)] == ["td3-s0", "td3-s1", other.stem]
