@@ -18,7 +18,6 @@ budget: the fair default for comparing policies, and the only way to attack PPO 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -121,6 +120,7 @@ def make_policy_attack(
             raise ValueError(f"attack {name!r} needs a critic that rbrl does not know how to provide")
         return attack, "none"
     key = CRITIC_ATTACKS[name]
+    make_attack(name, critic=_probe, steps=pgd_steps, restarts=restarts, step_size=step_size)  # fail before a fit
     own = getattr(policy, "critics", {}) or {}
     if critic == "own" or (critic == "auto" and key in own):
         if key not in own:
@@ -159,9 +159,8 @@ def critic_gradient_stats(critic: Critic, obs: Tensor, act: Tensor, rel_tol: flo
     return {"frac_zero": float(zero.float().mean()), "median_grad": float(norm.median()), "states": len(norm)}
 
 
-def note(msg: str) -> None:
-    """A one-line note to stderr (kept off stdout so piped tables stay clean)."""
-    print(msg, file=sys.stderr, flush=True)
+def _probe(obs: Tensor, act: Tensor) -> Tensor:
+    return act.sum(-1)
 
 
 __all__ = [
