@@ -110,9 +110,9 @@ class PPOConfig:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.hidden or any(w < 1 for w in self.hidden):
             raise ValueError(f"hidden must be positive layer widths, e.g. 64,64; got {self.hidden}")
-        if self.num_minibatches > self.num_steps * self.num_envs:
-            raise ValueError(f"num-minibatches ({self.num_minibatches}) exceeds the rollout size "
-                             f"num-steps x num-envs = {self.num_steps * self.num_envs}")
+        if 2 * self.num_minibatches > self.num_steps * self.num_envs:  # a minibatch of 1 cannot be standardised
+            raise ValueError(f"num-minibatches ({self.num_minibatches}) exceeds half the rollout size "
+                             f"num-steps x num-envs = {self.num_steps * self.num_envs}; minibatches need >= 2 samples")
         from robustbench_rl.agents.networks import ACTIVATIONS
 
         if self.activation not in ACTIVATIONS:
@@ -320,12 +320,12 @@ class PPOTrainer(Trainer):
         self._obs_mean = torch.as_tensor(self.obs_rms.mean.astype(np.float32), device=self.device)
         self._obs_std = torch.sqrt(torch.as_tensor(self.obs_rms.var.astype(np.float32), device=self.device) + RMS_EPS)
 
-    def scale_reward(self, rew: Tensor) -> Tensor:
+    def scale_reward(self, rew: Tensor | np.ndarray) -> Tensor | np.ndarray:
         """Divide by the running std of the discounted return and clip (identity without norm_reward)."""
         if not self.config.norm_reward:
             return rew
-        scale = float(np.sqrt(self.ret_rms.var + RMS_EPS))
-        return (rew / scale).clamp(-self.config.clip_reward, self.config.clip_reward)
+        scale, clip = float(np.sqrt(self.ret_rms.var + RMS_EPS)), self.config.clip_reward
+        return (rew / scale).clamp(-clip, clip) if isinstance(rew, Tensor) else np.clip(rew / scale, -clip, clip)
 
     # ---- data collection -------------------------------------------------------------------------
 
@@ -352,8 +352,8 @@ class PPOTrainer(Trainer):
                 act = mean + log_std.exp() * noise
                 logprob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
                 value = self.value(obs)
-            act_env = act.clamp(-1.0, 1.0)  # the unbounded Gaussian sample is executed clipped
-            next_obs, reward, terminated, truncated, _ = self.envs.step(act_env.cpu().numpy())
+            act_env = act.clamp(-1.0, 1.0).cpu().numpy()  # the unbounded Gaussian sample is executed clipped
+            next_obs, reward, terminated, truncated, _ = self.envs.step(act_env)
             next_obs = np.asarray(next_obs, dtype=np.float32).reshape(self.num_envs, -1)
             done = np.logical_or(terminated, truncated)
             self.ep_return += reward
@@ -361,16 +361,15 @@ class PPOTrainer(Trainer):
             if cfg.norm_reward:
                 self.discounted = self.discounted * cfg.gamma + reward
                 self.ret_rms.update(self.discounted)
-            rew = self.scale_reward(torch.as_tensor(reward, dtype=torch.float32, device=self.device))
+            rew = self.scale_reward(np.asarray(reward, dtype=np.float32))
             cut = np.logical_and(truncated, np.logical_not(terminated))
             if cut.any():  # a time-limit cut: bootstrap from the real final observation
-                idx = np.flatnonzero(cut)
                 with torch.no_grad():
-                    final = self.normalize(torch.as_tensor(next_obs[idx], device=self.device))
-                    rew[torch.as_tensor(idx, device=self.device)] += cfg.gamma * self.value(final)
+                    final = self.normalize(torch.as_tensor(next_obs[cut], device=self.device))
+                    rew[cut] += cfg.gamma * self.value(final).cpu().numpy()
             if self.oa:  # raw obs, clipped actions, raw rewards: normalised with the latest statistics when sampled
                 self.raw_obs[t] = raw_obs
-                self.replay.add(raw_obs, act_env, reward, next_obs, terminated.astype(np.float32))
+                self.replay.add(self.obs, act_env, reward, next_obs, terminated.astype(np.float32))
             self.buffer.add(obs, act, logprob, rew, done, value)
             self.global_step += self.num_envs
             if done.any():

@@ -306,7 +306,7 @@ def test_cli_attack_min_oa_q_with_the_own_critic_of_an_oa_ppo_checkpoint(tmp_pat
 
 @pytest.mark.parametrize("args,message", [
     (["--algo", "ppo", "--num-minibatches", "0"], "num-minibatches must be >= 1"),
-    (["--algo", "ppo", "--num-steps", "8", "--num-minibatches", "16"], "exceeds the rollout size"),
+    (["--algo", "ppo", "--num-steps", "8", "--num-minibatches", "16"], "exceeds half the rollout size"),
     (["--algo", "ppo", "--activation", "sigmoid"], "activation must be one of"),
     (["--algo", "ppo", "--omega", "0.5"], "not a ppo hyperparameter"),
     (["--algo", "oa-ppo", "--omega", "1.5"], "omega must be in [0, 1]"),
