@@ -206,6 +206,21 @@ def value_loss(new_value: Tensor, old_value: Tensor, returns: Tensor, clip_coef:
     return 0.5 * torch.max(unclipped, (clipped - returns) ** 2).mean()
 
 
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, act: Tensor) -> Tensor:
+    """Log-density of `act` (B, d) under N(mean, exp(log_std)^2) with independent dims, summed over d.
+
+    Written out rather than through torch.distributions.Normal, whose argument validation and object
+    construction cost about a third of a small PPO minibatch step on CPU.
+    """
+    z = (act - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    """Entropy of a diagonal Gaussian with the given log-stds (the same for every state)."""
+    return (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+
+
 def standardize(x: Tensor) -> Tensor:
     """(x - mean) / (std + 1e-8) over the batch."""
     return (x - x.mean()) / (x.std() + 1e-8)
@@ -422,9 +437,8 @@ class PPOTrainer(Trainer):
             perm = torch.randperm(batch, generator=self.gen, device=self.device)
             for start in range(0, mb_size * cfg.num_minibatches, mb_size):
                 mb = perm[start:start + mb_size]
-                dist = self.actor.distribution(b_obs[mb])
-                new_logprob = dist.log_prob(b_act[mb]).sum(-1)
-                entropy = dist.entropy().sum(-1).mean()
+                new_logprob = gaussian_log_prob(self.actor(b_obs[mb]), self.actor.log_std, b_act[mb])
+                entropy = gaussian_entropy(self.actor.log_std)
                 log_ratio = new_logprob - b_logprob[mb]
                 ratio = log_ratio.exp()
                 with torch.no_grad():

@@ -23,6 +23,8 @@ from robustbench_rl.agents.ppo import (
     RunningMeanStd,
     clipped_policy_loss,
     gae,
+    gaussian_entropy,
+    gaussian_log_prob,
     value_loss,
 )
 
@@ -92,6 +94,13 @@ def test_value_loss_with_and_without_clipping_on_hand_values():
     assert value_loss(new, old, ret, None).item() == pytest.approx(0.5)
     # clipped: V_clip = [0.2, 3.0] -> (1.8^2 = 3.24, 1) vs unclipped (1, 1): 0.5 * mean(3.24, 1) = 1.06
     assert value_loss(new, old, ret, 0.2).item() == pytest.approx(1.06)
+
+
+def test_gaussian_log_prob_and_entropy_match_torch_distributions():
+    mean, log_std, act = torch.randn(7, 3), torch.tensor([-2.0, 0.0, 0.5]), torch.randn(7, 3) * 3
+    normal = torch.distributions.Normal(mean, log_std.exp().expand_as(mean))
+    torch.testing.assert_close(gaussian_log_prob(mean, log_std, act), normal.log_prob(act).sum(-1))
+    torch.testing.assert_close(gaussian_entropy(log_std).expand(7), normal.entropy().sum(-1))
 
 
 def test_running_mean_std_matches_numpy_over_batches():
