@@ -189,7 +189,7 @@ def test_min_q_with_td3s_own_critic_pushes_a_ledge_policy_over_the_ledge(ledge_t
 
 def test_min_q_with_a_fitted_critic_pushes_a_handmade_ledge_policy_over(tmp_path):
     policy = load_policy(str(write_constant_ledge_policy(tmp_path / "ledge.safetensors", 0.45)))
-    config = FitConfig(steps=1500, transitions=2000, hidden=(64, 64), num_envs=16)
+    config = FitConfig(steps=1000, transitions=2000, hidden=(64, 64), num_envs=16, pgd_steps=2)
     for name in ("min-q", "min-oa-q"):
         attack, source = make_policy_attack(policy, name, critic="auto", restarts=8, cache_dir=tmp_path / "cache",
                                             fit_config=config)
