@@ -425,7 +425,10 @@ def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | No
     sha = file_sha256(policy_file(policy))
     path = critic_cache_path(policy, kind, config, cache_dir, policy_sha256=sha)
     if path.is_file() and not force:
-        return load_critic(path, policy, kind)
+        try:
+            return load_critic(path, policy, kind)
+        except CheckpointError as err:  # a damaged cache entry (e.g. a disk filled mid-copy): refit over it
+            print(f"note: ignoring unreadable cached critic {path} ({err}); refitting", file=sys.stderr, flush=True)
     if progress:
         est = estimate_fit_seconds(kind, config)
         print(f"note: no cached {kind} critic for {policy.name}; fitting one ({config.transitions} transitions, "

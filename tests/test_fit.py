@@ -122,6 +122,11 @@ def test_cache_hit_is_free_and_one_edited_byte_invalidates_the_critic(tmp_path, 
     assert critic_cache_path(edited, "q", TINY, cache) != cached_file
     get_fitted_critic(edited, "q", config=TINY, cache_dir=cache)
     assert len(calls) == 3
+    # a damaged cache entry is refitted over, not a dead end
+    damaged = critic_cache_path(edited, "q", TINY, cache)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    again = get_fitted_critic(edited, "q", config=TINY, cache_dir=cache)
+    assert len(calls) == 4 and load_critic(damaged, edited, "q") is not None and again.path == damaged
 
 
 def test_critic_file_is_safetensors_tied_to_the_policy_hash(tmp_path, pendulum):
