@@ -168,14 +168,33 @@ def policy_file(policy: Policy) -> Path:
     return Path(path)
 
 
+def policy_context(policy: Policy) -> dict[str, Any]:
+    """What, besides the policy file's bytes, decides the policy's behaviour: its env and its obs normaliser.
+
+    The env id matters for policies whose file does not name one (SB3 zips take it at load time),
+    and the normaliser for those whose statistics live in a separate file (SB3's VecNormalize). Both
+    enter the cache key and are checked on load.
+    """
+    ctx: dict[str, Any] = {"env_id": policy.env_id}
+    norm = getattr(policy, "normalize", None)
+    buffers = dict(norm.named_buffers()) if isinstance(norm, torch.nn.Module) else {}
+    if buffers:
+        h = hashlib.sha256()
+        for key in sorted(buffers):
+            h.update(key.encode() + buffers[key].detach().cpu().float().numpy().tobytes())
+        ctx["obs_norm_sha256"] = h.hexdigest()
+    return ctx
+
+
 def critic_cache_path(policy: Policy, kind: str, config: FitConfig | None = None,
                       cache_dir: str | os.PathLike | None = None, policy_sha256: str | None = None) -> Path:
-    """Cache location of the critic of `kind` for this exact policy file and these settings."""
+    """Cache location of the critic of `kind` for this exact policy file (and context) and these settings."""
     check_kind(kind)
     config = config or FitConfig()
     sha = policy_sha256 or file_sha256(policy_file(policy))
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / "critics" / sha[:16] / f"{kind}-{settings_hash(config.settings(kind))}.safetensors"
+    key = settings_hash({**config.settings(kind), **policy_context(policy)})
+    return root / "critics" / sha[:16] / f"{kind}-{key}.safetensors"
 
 
 def check_kind(kind: str) -> str:
@@ -356,6 +375,7 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
     path = getattr(policy, "path", None)
     if path is not None and Path(path).is_file():
         meta["policy_sha256"] = file_sha256(path)
+        meta["policy_context"] = policy_context(policy)
         meta["policy_file"] = Path(path).name
     return FittedCritic(critic, normalize, kind, meta)
 
@@ -396,6 +416,11 @@ def load_critic(path: str | os.PathLike, policy: Policy, kind: str | None = None
             f"critic {path.name} was fitted for a policy file with sha256 {str(meta.get('policy_sha256'))[:12]}..., "
             f"but {policy.name} has sha256 {want[:12]}... (the policy changed); refit it with "
             f"`rbrl fit-critic --policy {policy_file(policy)} --kind {meta['kind']}`"
+        )
+    if meta.get("policy_context", policy_context(policy)) != policy_context(policy):
+        raise CheckpointError(
+            f"critic {path.name} was fitted for {policy.name} in another context ({meta['policy_context']}), "
+            f"not {policy_context(policy)}; refit it with `rbrl fit-critic`"
         )
     if (meta["obs_dim"], meta["act_dim"]) != (policy.obs_dim, policy.act_dim):
         raise CheckpointError(f"{path}: critic dims do not match policy {policy.name}")

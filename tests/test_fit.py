@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from robustbench_rl.checkpoint import CheckpointError, file_sha256
 from robustbench_rl.cli import main
-from robustbench_rl.policy import load_policy
+from robustbench_rl.policy import ObsNormalizer, load_policy
 
 TINY = FitConfig(steps=200, transitions=300, hidden=(16, 16), num_envs=4)
 
@@ -148,6 +148,12 @@ def test_critic_file_is_safetensors_tied_to_the_policy_hash(tmp_path, pendulum):
     other = load_policy(str(write_random_checkpoint(tmp_path / "o.safetensors", seed=9)))
     with pytest.raises(CheckpointError, match="sha256"):
         load_critic(out, other)
+    # same bytes, other observation statistics (e.g. an SB3 zip with another VecNormalize file)
+    renormed = load_policy(str(pendulum.path))
+    renormed.normalize = ObsNormalizer(torch.zeros(3), torch.full((3,), 4.0))
+    with pytest.raises(CheckpointError, match="context"):
+        load_critic(out, renormed)
+    assert critic_cache_path(renormed, "q", TINY, tmp_path) != critic_cache_path(pendulum, "q", TINY, tmp_path)
 
 
 def test_bad_settings_and_policies_without_files_are_clear_errors(pendulum):
