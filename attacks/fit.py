@@ -14,7 +14,7 @@ the policy file's sha256 and to the fitting settings; :func:`get_fitted_critic` 
 twice costs one fit, and refuses a cached critic whose policy bytes changed.
 
 Recipe, in order:
-1. Run ``num_envs`` episodes side by side (episode i reset with seed ``FIT_SEED_BASE + 10_000 * seed
+1. Run ``num_envs`` episodes side by side (episode i reset with seed ``FIT_SEED_BASE + FIT_SEED_STRIDE * seed
    + i``, disjoint from evaluation seeds); each episode draws a noise scale sigma ~ U(0, explore_noise)
    and every step executes clip(pi(s) + U([-sigma, sigma]^d)). Mixing quiet and noisy episodes covers
    both the policy's own state distribution and the actions around pi(s) that an attack will probe.
@@ -56,7 +56,8 @@ from robustbench_rl.policy import CRITIC_PREFIXES, ObsNormalizer, Policy, TwinCr
 KINDS = ("q", "oa-q")
 KIND_KEY = {"q": "q", "oa-q": "q_adv"}  # fitted kind -> the Policy.critics key it stands in for
 FIT_ALGO = "fitted-critic"
-FIT_SEED_BASE = 1_000_000
+FIT_SEED_BASE = 1_000_000_000  # far from evaluation seeds (rbrl attack: 0.., training evals: 1,000,000..)
+FIT_SEED_STRIDE = 10_000_000  # episodes per fit before two fitting seeds could share an episode seed
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class FitConfig:
             ("batch_size", self.batch_size >= 1), ("gamma", 0.0 <= self.gamma < 1.0),
             ("tau", 0.0 < self.tau <= 1.0), ("eps_train", 0.0 <= self.eps_train <= 2.0),
             ("pgd_steps", self.pgd_steps >= 1), ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1),
+            ("seed", self.seed >= 0),
         ]
         bad = [name for name, ok in checks if not ok]
         if bad:
@@ -228,13 +230,13 @@ def collect_transitions(policy: Policy, n: int, *, num_envs: int = 16, explore_n
     """Run `policy` with per-episode exploration noise until `n` transitions are gathered.
 
     Up to `num_envs` episodes run side by side, with one batched policy call per step. Episode i is
-    reset with seed ``FIT_SEED_BASE + 10_000 * seed + i``; it draws sigma ~ U(0, explore_noise) and
+    reset with seed ``FIT_SEED_BASE + FIT_SEED_STRIDE * seed + i``; it draws sigma ~ U(0, explore_noise) and
     executes clip(pi(s) + U([-sigma, sigma]^d)) every step. Time-limit truncations are not terminal,
     so the critic bootstraps through them.
     """
     env_id = env_id or policy.env_id
     gen = torch.Generator().manual_seed(int(seed))
-    base = FIT_SEED_BASE + 10_000 * int(seed)
+    base = FIT_SEED_BASE + FIT_SEED_STRIDE * int(seed)
     envs = [make_env(env_id) for _ in range(max(1, min(num_envs, n)))]
     k = len(envs)
     obs_dim, act_dim = policy.obs_dim, policy.act_dim
