@@ -199,6 +199,11 @@ def critic_cache_path(policy: Policy, kind: str, config: FitConfig | None = None
     return root / "critics" / sha[:16] / f"{kind}-{key}.safetensors"
 
 
+def _show(progress: bool) -> bool:
+    """Progress bars only on a terminal: in logs and CI they are noise (the notes are printed anyway)."""
+    return bool(progress) and sys.stderr.isatty()
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown critic kind {kind!r}; use 'q' (Q^pi) or 'oa-q' (Q_adv^pi)")
@@ -247,7 +252,7 @@ def collect_transitions(policy: Policy, n: int, *, num_envs: int = 16, explore_n
     sigma = torch.rand(k, 1, generator=gen) * explore_noise
     ep_return = np.zeros(k)
     next_episode, returns, filled = k, [], 0
-    bar = tqdm(total=n, desc="gathering transitions", disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)
+    bar = tqdm(total=n, desc="gathering transitions", disable=not _show(progress), leave=False, file=sys.stderr)
     device = torch.device(getattr(policy, "device", "cpu"))
     try:
         while filled < n:
@@ -324,7 +329,8 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
 
     losses: list[float] = []
     n = len(data)
-    bar = tqdm(range(config.steps), desc=f"fitting {kind} critic", disable=not (progress and sys.stderr.isatty()), leave=False, file=sys.stderr)
+    bar = tqdm(range(config.steps), desc=f"fitting {kind} critic", disable=not _show(progress), leave=False,
+               file=sys.stderr)
     t1 = time.perf_counter()
     for step in bar:
         idx = torch.randint(0, n, (config.batch_size,), generator=gen, device=device)
