@@ -179,3 +179,25 @@ def test_stop_when_ends_the_run_early_with_a_resumable_state(tmp_path):
     run, hp = resolve_config(out, {}, {}, resume=True)
     assert train(run, hp, out, resume=True).steps == 500
     assert progress_steps(out) == [100, 200, 300, 400, 500]
+
+
+class _Payload:
+    """Unpickling this would create a file: a resume state must never be unpickled as code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_state_is_never_unpickled_as_code(tmp_path):
+    import pickle
+
+    out = tmp_path / "run"
+    assert rbrl("train", "--algo", "td3", "--env", "Pendulum-v1", "--steps", "100", "--out", str(out), *TINY).exit_code == 0
+    marker = tmp_path / "pwned"
+    (out / "state.pt").write_bytes(pickle.dumps({"format": 1, "x": _Payload(str(marker))}, protocol=2))
+    res = rbrl("train", "--out", str(out), "--resume", "--steps", "200")
+    assert res.exit_code != 0 and "not a usable resume state" in res.output
+    assert not marker.exists()
