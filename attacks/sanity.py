@@ -72,7 +72,9 @@ def sanity_flags(
     flags: list[SanityFlag] = []
     if "critic_source" not in table.columns:
         table = table.assign(critic_source="none")
-    for policy, ptab in table.groupby("policy", sort=False):
+    unit = ["policy", "env_id"] if "env_id" in table.columns else ["policy"]  # one policy on two envs: two curves
+    for keys, ptab in table.groupby(unit, sort=False):
+        policy = keys[0]
         nominal = ptab.loc[ptab["attack"] == "none", "return"]
         nom = _stats(nominal) if len(nominal) else None
         floor = rel_tol * abs(nom[0]) if nom else 0.0

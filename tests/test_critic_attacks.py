@@ -276,6 +276,13 @@ def test_sanity_flags_fire_on_suspicious_tables_only():
                         ("min-q", "own", 0.1): list(base[::-1] + 5)})
     assert sanity_flags(noisy_tab) == []
 
+    # one policy evaluated on two envs: each env is its own comparison
+    two_envs = pd.concat([
+        _table({("none", "none", 0.0): noisy(100), ("random", "none", 0.1): noisy(50)}).assign(env_id="A"),
+        _table({("none", "none", 0.0): noisy(100), ("min-q", "own", 0.1): noisy(90)}).assign(env_id="B"),
+    ])
+    assert sanity_flags(two_envs) == []
+
     grad = {("p", "min-q", "own"): {"frac_zero": 0.9, "states": 256},
             ("p", "min-oa-q", "fitted"): {"frac_zero": 0.0, "states": 256}}
     flags = sanity_flags(healthy, grad)
