@@ -209,6 +209,8 @@ def run_cell(task: CellTask) -> dict:
         policy.name = info.name
         _POLICY_CACHE[cache_key] = policy
     policy = _POLICY_CACHE[cache_key]
+    if task.critic == "fitted":
+        _require_cached_critic(policy, cell, suite)
     # A fresh attack per cell: an attack that kept state between calls would make a cell's numbers
     # depend on which cells its worker happened to run before it.
     attack, source = build_attack(policy, cell.attack, suite, task.critic)
@@ -227,6 +229,19 @@ def run_cell(task: CellTask) -> dict:
     }
     atomic_write_bytes(task.out_file, json.dumps(record).encode())
     return {k: v for k, v in record.items() if k != "rows"}
+
+
+def _require_cached_critic(policy, cell: Cell, suite: dict) -> None:
+    """A worker must find the critic the parent fitted; fitting here would repeat the work in every
+    worker and, if the code changed on disk since the parent started, give different numbers."""
+    from robustbench_rl.attacks.critic import CRITIC_ATTACKS, CRITIC_KIND
+    from robustbench_rl.attacks.fit import FitConfig, critic_cache_path
+
+    config = FitConfig(**dict(suite["fit"])) if suite.get("fit") else FitConfig()
+    path = critic_cache_path(policy, CRITIC_KIND[CRITIC_ATTACKS[cell.attack]], config, suite["critic_cache"])
+    if not path.is_file():
+        raise ValueError(f"no cached fitted critic for {cell.policy} {cell.attack} at {path} in a worker: the rbrl "
+                         "code or the cache changed while the bench ran; rerun the same command to resume")
 
 
 def _plain(v: Any) -> Any:
