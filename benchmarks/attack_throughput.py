@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache-dir", default=None, help="fitted-critic cache (default: rbrl's user cache)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -54,7 +55,8 @@ def main() -> None:
     names = [a.strip() for a in args.attacks.split(",") if a.strip()]
     if "none" not in names:
         names.insert(0, "none")
-    built = {n: make_policy_attack(policy, n, critic=args.critic, pgd_steps=args.pgd_steps, progress=True)
+    built = {n: make_policy_attack(policy, n, critic=args.critic, pgd_steps=args.pgd_steps,
+                                    cache_dir=args.cache_dir, progress=True)
              for n in names}
     print(f"# policy {policy.name} ({policy.algo}, {policy.env_id}); eps {args.eps}; PGD steps {args.pgd_steps}; "
           f"torch {torch.__version__}, {args.threads} thread(s); median [min-max] of {args.reps} interleaved reps")
