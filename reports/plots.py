@@ -239,7 +239,7 @@ def training_curves(
             ax.plot([], [], color=colors[name], label=f"{name} ({n_runs} runs)")
             continue
         mean = joined.mean(axis=1)
-        ax.plot(mean.index, mean.to_numpy(), color=colors[name], lw=1.6,
+        ax.plot(mean.index, mean.to_numpy(), color=colors[name], lw=1.6, marker="o" if len(mean) <= 30 else None, ms=3,
                 label=f"{name} ({n_runs} run{'s' if n_runs > 1 else ''})")
         if n_runs > 1:
             ax.fill_between(mean.index, joined.min(axis=1), joined.max(axis=1), color=colors[name], alpha=0.18, lw=0)
