@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from robustbench_rl.agents.networks import build_network
 from robustbench_rl.attacks.critic import make_policy_attack
+from robustbench_rl.attacks.fit import FitConfig
 
 from robustbench_rl.bench import run_bench
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
@@ -59,6 +60,8 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=10)
     ap.add_argument("--pgd-steps", type=int, default=20)
     ap.add_argument("--critic", default="auto", help="critic source for min-q / min-oa-q: own, fitted, auto")
+    ap.add_argument("--fit-steps", type=int, default=None, help="TD steps of fitted critics (default: standard)")
+    ap.add_argument("--fit-transitions", type=int, default=None, help="transitions for fitted critics")
     ap.add_argument("--keep", default=None, help="keep the run directories under this folder")
     args = ap.parse_args()
 
@@ -72,18 +75,22 @@ def main() -> None:
                     for i, algo in enumerate(("td3", "oa-td3"))]
         kind = "random (untrained) 256x256 checkpoints"
     cache = root / "critic-cache"
+    fit = {k: v for k, v in (("steps", args.fit_steps), ("transitions", args.fit_transitions)) if v is not None}
+    fit_config = FitConfig(**fit) if fit else None
     suite = parse_suite({
         "name": "walltime", "policies": policies, "attacks": ["random", "biggest", "min-q", "min-oa-q"],
         "eps": [float(e) for e in args.eps.split(",")], "episodes": args.episodes, "num_envs": args.num_envs,
-        "pgd_steps": args.pgd_steps, "critic": args.critic, "critic_cache": str(cache),
+        "pgd_steps": args.pgd_steps, "critic": args.critic, "critic_cache": str(cache), "fit": fit,
     })
     # Critics that must be fitted are fitted (and cached) once here, outside the timed runs: the
     # runner does the same once per policy before its first run, and never again.
     for spec in policies:
         policy = load_policy(spec)
+        policy.name = Path(spec).parent.name if Path(spec).stem == "policy" else policy.name
         for attack in ("min-q", "min-oa-q"):
             t0 = time.perf_counter()
-            _, source = make_policy_attack(policy, attack, critic=args.critic, cache_dir=cache, progress=False)
+            _, source = make_policy_attack(policy, attack, critic=args.critic, cache_dir=cache, progress=False,
+                                           fit_config=fit_config)
             print(f"critic for {policy.name} {attack}: {source} ({time.perf_counter() - t0:.1f} s)", flush=True)
     counts = [int(w) for w in args.workers.split(",")]
     results: dict[int, list[dict]] = {w: [] for w in counts}
@@ -111,7 +118,8 @@ def main() -> None:
     base = min(x["wall"] for x in results[counts[0]])
     print()
     print(f"suite: 2 policies ({kind}) x (none + random, biggest, min-q, min-oa-q at eps {args.eps}) x "
-          f"{args.episodes} episodes, num_envs {args.num_envs}, PGD {args.pgd_steps} steps, critic {args.critic}; "
+          f"{args.episodes} episodes, num_envs {args.num_envs}, PGD {args.pgd_steps} steps, critic {args.critic}"
+          f"{' (fit ' + json.dumps(fit) + ')' if fit else ''}; "
           f"{reference.shape[0]} rows, mean episode length by attack {lengths}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, threads per worker 1")
