@@ -205,10 +205,9 @@ def run_cell(task: CellTask) -> dict:
     cell, info, suite = task.cell, task.policy, task.suite
     cache_key = (info.path, info.sha256)
     if cache_key not in _POLICY_CACHE:
-        policy = load_policy(info.spec, env_id=info.env_id)
-        policy.name = info.name
-        _POLICY_CACHE[cache_key] = policy
+        _POLICY_CACHE[cache_key] = load_policy(info.spec, env_id=info.env_id)
     policy = _POLICY_CACHE[cache_key]
+    policy.name = info.name  # the same file may appear under another name in another suite
     if task.critic == "fitted":
         _require_cached_critic(policy, cell, suite)
     # A fresh attack per cell: an attack that kept state between calls would make a cell's numbers

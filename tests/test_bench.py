@@ -366,3 +366,11 @@ def test_default_names_fall_back_to_the_run_folder(tmp_path, random_checkpoint):
     other = random_checkpoint()
     suite = parse_suite({"policies": [str(p) for p in [*paths, other]], **FAST})
     assert [p.name for p in load_policies(suite)] == ["td3-s0", "td3-s1", other.stem]
+
+
+def test_same_file_under_another_name_in_a_later_run(tmp_path, random_checkpoint):
+    path = random_checkpoint()
+    first = parse_suite({"policies": [{"spec": str(path), "name": "first"}], **FAST})
+    second = parse_suite({"policies": [{"spec": str(path), "name": "second"}], **FAST})
+    run_bench(first, tmp_path / "a", workers=1, progress=False)
+    assert set(run_bench(second, tmp_path / "b", workers=1, progress=False).table["policy"]) == {"second"}
