@@ -90,8 +90,8 @@ def test_same_seed_gives_identical_losses():
     a = _loss_trace(cfg, "Pendulum-v1", 2000, 100)
     np.testing.assert_array_equal(a, _loss_trace(cfg, "Pendulum-v1", 2000, 100))
     assert np.isfinite(a[1:]).all()
-    other = _loss_trace(cfg, "Pendulum-v1", 2000, 100, seed=4)
-    assert not np.array_equal(other[1:], a[1:])
+    other = _loss_trace(cfg, "Pendulum-v1", 300, 100, seed=4)  # another seed differs from the first update on
+    assert not np.array_equal(other[1:], a[1:3])
 
 
 def test_oa_td3_same_seed_gives_identical_losses():
