@@ -387,13 +387,25 @@ class LocalPoolExecutor:
                 pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_executor(kind: str = "local", workers: int | None = None, threads: int = 1) -> Executor:
-    """An executor by name; ``local`` is a process pool (or in-process when workers == 1)."""
-    if kind != "local":
-        raise ValueError(f"unknown executor {kind!r}; this version of rbrl runs benches with: local")
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(kind: str = "local", workers: int | None = None, threads: int = 1,
+                  address: str | None = None) -> Executor:
+    """An executor by name: ``local`` is a process pool (or in-process when workers == 1), ``ray``
+    runs Ray tasks (a local Ray with `workers` CPUs, or the cluster at `address`)."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}; known executors: {', '.join(EXECUTORS)}")
     workers = workers or default_workers()
     if workers < 1 or threads < 1:
         raise ValueError(f"workers and threads must be >= 1, got workers={workers}, threads={threads}")
+    if kind == "ray":
+        from robustbench_rl.ray_executor import RayExecutor, import_ray
+
+        import_ray()  # fail before any work when Ray is missing
+        return RayExecutor(workers=workers, threads=threads, address=address)
+    if address:
+        raise ValueError("--address applies to the ray executor only")
     return SerialExecutor(threads=threads) if workers == 1 else LocalPoolExecutor(workers=workers, threads=threads)
 
 
@@ -504,6 +516,8 @@ def run_bench(
         tasks.sort(key=lambda t: t.cell.attack not in heavy)
         n_workers = max(1, min(workers, len(tasks)))
         ex = executor or make_executor("local", n_workers, threads)
+        manifest["executor"] = {"kind": type(ex).__name__, "workers": getattr(ex, "workers", n_workers),
+                                "threads_per_worker": threads}
         run = _drive(ex, tasks, len(cells), show)
         session.update(run)
         session.update({"finished": _now(), "fit_s": round(fit_s, 3)})

@@ -260,8 +260,11 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
 @click.option("--force", is_flag=True, help="Accept a changed suite: keep the finished cells that still "
               "match it, delete the others, run the rest.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where cells run: a local process pool, or Ray tasks (extra [ray]).")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
 def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: int | None, resume: bool,
-          force: bool, quiet: bool) -> None:
+          force: bool, quiet: bool, executor: str, address: str | None) -> None:
     """Run a benchmark SUITE (TOML): every policy x attack x eps x eval seed, resumable."""
     from robustbench_rl.bench import NO_DEFAULT_SUITE, run_bench
     from robustbench_rl.suite import load_suite
@@ -271,9 +274,15 @@ def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: 
     if out_dir is None:
         raise click.UsageError("give a run directory with --out DIR")
     spec = load_suite(suite)
+    ex = None
+    if executor == "ray" or address:
+        from robustbench_rl.bench import default_workers, make_executor
+
+        ex = make_executor(executor, workers or spec.workers or default_workers(),
+                           threads or spec.threads_per_worker, address=address)
     try:
         run = run_bench(spec, out_dir, workers=workers or None, threads=threads, resume=resume or None,
-                        force=force, progress=False if quiet else None)
+                        force=force, progress=False if quiet else None, executor=ex)
     except KeyboardInterrupt:
         raise click.ClickException(f"interrupted; finished cells are kept in {out_dir}/cells: rerun the same "
                                    "command to resume") from None
