@@ -59,6 +59,14 @@ def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, 
     return [n for n in names if n != "none"]
 
 
+def sb3_options(fn):
+    """--vecnormalize / --trust-pickle, for commands that load sb3: policies."""
+    fn = click.option("--trust-pickle", is_flag=True,
+                      help="Allow loading --vecnormalize, a pickle that can run code: only for files you trust.")(fn)
+    return click.option("--vecnormalize", default=None, type=click.Path(dir_okay=False, exists=True),
+                        help="sb3: policies: SB3 VecNormalize statistics (.pkl; needs --trust-pickle).")(fn)
+
+
 @click.group(cls=RbrlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="robustbench-rl", prog_name="rbrl")
 def main() -> None:
@@ -108,7 +116,7 @@ def format_metadata(meta: dict) -> str:
 
 
 @main.command()
-@click.option("--policy", "policy_spec", required=True, help="Checkpoint path or zoo:NAME.")
+@click.option("--policy", "policy_spec", required=True, help="Checkpoint path, zoo:NAME or sb3:model.zip.")
 @click.option("--eps", "eps_list", default="0.05,0.1,0.2", show_default=True, callback=parse_eps_list,
               help="Comma-separated budgets in normalised action units (0..2).")
 @click.option("--attack", "attacks", default="random,biggest", show_default=True, callback=parse_attack_list,
@@ -132,9 +140,11 @@ def format_metadata(meta: dict) -> str:
 @click.option("--num-envs", default=8, show_default=True, type=click.IntRange(min=1), help="Episodes run side by side.")
 @click.option("--env", "env_id", default=None, help="Env id (default: the one the policy was trained on).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
+@sb3_options
 def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
            restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
-           seed: int, num_envs: int, env_id: str | None, out: str | None) -> None:
+           seed: int, num_envs: int, env_id: str | None, out: str | None, vecnormalize: str | None,
+           trust_pickle: bool) -> None:
     """Evaluate a policy nominally and under every attack at every eps; print a table and sanity flags.
 
     Critic attacks (min-q, min-oa-q) run PGD on the policy's own critic or on one fitted for this exact
@@ -150,7 +160,7 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
 
     if out is not None and Path(out).suffix not in (".csv", ".parquet"):
         raise click.BadParameter("use a .csv or .parquet file name", param_hint="--out")
-    policy = load_policy(policy_spec, env_id=env_id)
+    policy = load_policy(policy_spec, env_id=env_id, vecnormalize=vecnormalize, trust_pickle=trust_pickle)
     fit_kw = {k: v for k, v in (("steps", fit_steps), ("eps_train", eps_train)) if v is not None}
     fit_config = FitConfig(**fit_kw)
     built = [(name, *make_policy_attack(policy, name, critic=critic_source, pgd_steps=pgd_steps, restarts=restarts,
@@ -195,7 +205,7 @@ def format_summary(table: pd.DataFrame) -> str:
 
 
 @main.command("fit-critic")
-@click.option("--policy", "policy_spec", required=True, help="Checkpoint path or zoo:NAME.")
+@click.option("--policy", "policy_spec", required=True, help="Checkpoint path, zoo:NAME or sb3:model.zip.")
 @click.option("--kind", type=click.Choice(["q", "oa-q"]), default="q", show_default=True,
               help="q: Q^pi of the fixed policy; oa-q: Q_adv^pi (worst case within --eps-train from the next step on).")
 @click.option("--eps-train", default=None, type=click.FloatRange(0.0, 2.0),
@@ -211,9 +221,11 @@ def format_summary(table: pd.DataFrame) -> str:
 @click.option("--force", is_flag=True, help="Refit even when the cache has this critic.")
 @click.option("--check", "check_episodes", default=5, show_default=True, type=click.IntRange(min=0),
               help="q: compare Q(s0, pi(s0)) with Monte-Carlo discounted returns of this many episodes (0: skip).")
+@click.option("--env", "env_id", default=None, help="Env id (default: the policy's; required for sb3: policies).")
+@sb3_options
 def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: int | None,
                    transitions: int | None, seed: int, cache_dir: str | None, out: str | None, force: bool,
-                   check_episodes: int) -> None:
+                   check_episodes: int, env_id: str | None, vecnormalize: str | None, trust_pickle: bool) -> None:
     """Fit Q^pi or Q_adv^pi of a fixed policy by TD learning; cached, tied to the policy file's sha256."""
     from robustbench_rl.attacks.fit import (
         FitConfig,
@@ -226,7 +238,7 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
 
     if out is not None and Path(out).suffix != ".safetensors":
         raise click.BadParameter("use a .safetensors file name", param_hint="--out")
-    policy = load_policy(policy_spec)
+    policy = load_policy(policy_spec, env_id=env_id, vecnormalize=vecnormalize, trust_pickle=trust_pickle)
     opts = (("steps", steps), ("transitions", transitions), ("eps_train", eps_train), ("seed", seed))
     config = FitConfig(**{k: v for k, v in opts if v is not None})
     path = critic_cache_path(policy, kind, config, cache_dir)
@@ -326,7 +338,7 @@ def _train_command() -> click.Command:
 
     @click.pass_context
     def train(ctx: click.Context, out: str, config_file: str | None, resume: bool, progress: bool | None,
-              **values) -> None:
+              seeds: str | None, executor: str, workers: int | None, address: str | None, **values) -> None:
         """Train a policy: rbrl train --algo td3 --env Pendulum-v1 --steps 20000 --out runs/pend.
 
         Writes RUN_DIR/policy.safetensors (final), periodic checkpoints, config.toml, progress.csv and the
@@ -339,6 +351,11 @@ def _train_command() -> click.Command:
 
         run_vals = {k: v for k, v in values.items() if k in run_names and v is not None}
         hp_vals = {k: v for k, v in values.items() if k in hp_names and v is not None}
+        if seeds is not None:
+            _train_seeds(out, seeds, run_vals, hp_vals, config_file, resume, executor, workers, address)
+            return
+        if executor != "local" or address:
+            raise click.UsageError("--executor ray and --address train several seeds: give --seeds 0,1,2")
         run, hp = resolve_config(out, run_vals, hp_vals, config_file=config_file, resume=resume)
         result = run_training(run, hp, out, resume=resume, progress=progress, echo=click.echo)
         row = result.last_row
@@ -356,11 +373,46 @@ def _train_command() -> click.Command:
                      help="TOML config ([run] and [hyperparameters] tables, as in a run's config.toml)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
         click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
+        click.option("--seeds", default=None, help="Train several seeds (e.g. 0,1,2), one run directory each: "
+                     "OUT/seed_S. Replaces --seed."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="With --seeds: local processes, or Ray tasks (extra [ray])."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="With --seeds: seeds trained at once (default: one per CPU core, at most one per seed)."),
+        click.option("--address", default=None, help="With --executor ray: a Ray cluster address (default: local Ray)."),
         *options,
     ]
     for deco in reversed(cmd_params):
         train = deco(train)
     return main.command(name="train")(train)
+
+
+def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_file: str | None, resume: bool,
+                 executor: str, workers: int | None, address: str | None) -> None:
+    """Resolve one run per seed (all checks before any training), then train them on an executor."""
+    from robustbench_rl.bench import default_workers, make_executor
+    from robustbench_rl.training import resolve_config, train_task
+
+    try:
+        seed_list = sorted({int(x) for x in seeds.split(",") if x.strip()})
+    except ValueError:
+        raise click.BadParameter(f"seeds must be comma-separated integers, got {seeds!r}", param_hint="--seeds") from None
+    if not seed_list:
+        raise click.BadParameter("give at least one seed, e.g. --seeds 0,1,2", param_hint="--seeds")
+    if "seed" in run_vals:
+        raise click.UsageError("give either --seed or --seeds, not both")
+    tasks = []
+    for seed in seed_list:
+        run_dir = str(Path(out) / f"seed_{seed}")
+        run, hp = resolve_config(run_dir, {**run_vals, "seed": seed}, hp_vals, config_file=config_file, resume=resume)
+        tasks.append((run, hp, run_dir, resume))
+    n = min(workers or default_workers(), len(tasks))
+    ex = make_executor(executor, n, threads=max(1, tasks[0][0].threads), address=address)
+    click.echo(f"training seeds {', '.join(map(str, seed_list))} of {tasks[0][0].algo} on {tasks[0][0].env} "
+               f"({type(ex).__name__}, {n} at a time)")
+    for _task, summary in ex.map_unordered(train_task, tasks):
+        ev = "" if summary["last_eval"] is None else f", final eval return {summary['last_eval']:.2f}"
+        click.echo(f"seed {summary['seed']}: {summary['steps']} steps in {summary['wall_s']:.0f} s{ev} -> {summary['policy']}")
 
 
 _train_command()

@@ -88,10 +88,12 @@ class RunConfig:
     """Torch device for networks and buffers (cpu, cuda, cuda:1, ...)."""
     threads: int = 1
     """torch intra-op threads (0 = torch's default). 1 is robust on shared machines; try 2-4 on idle cores."""
+    tensorboard: bool = False
+    """Also write the progress.csv scalars as TensorBoard events under RUN_DIR/tb (extra [tb])."""
 
 
 # Run fields that may differ when a run is resumed: they change neither the algorithm nor its data.
-RESUME_MUTABLE = ("steps", "device", "threads")
+RESUME_MUTABLE = ("steps", "device", "threads", "tensorboard")
 
 
 class Trainer(abc.ABC):
@@ -581,6 +583,11 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
 
     log = ProgressLog(out / PROGRESS_FILE, BASE_COLUMNS + list(trainer.metric_names))
     log.start(resumed_from if resumed_from is not None else (0 if resume else None))
+    tb = None
+    if run.tensorboard:
+        from robustbench_rl.tblog import TensorBoardLog
+
+        tb = TensorBoardLog(out / "tb", resume_step=None if resumed_from is None else resumed_from + 1)
 
     def save_policy(path: Path) -> Path:
         modules, networks, extra_tensors, extra_meta = trainer.policy_state()
@@ -649,6 +656,8 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
                 "wall_s": driver["wall_s"], **trainer.pop_metrics(),
             }
             log.write(row)
+            if tb is not None:
+                tb.write(row)
             stop = bool(stop_when(row)) if stop_when is not None else False
             is_ckpt = is_ckpt or stop
             interval_returns, interval_lengths = [], []
@@ -666,8 +675,18 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
     finally:
         bar.close()
         trainer.close()
+        if tb is not None:
+            tb.close()
     return TrainResult(run_dir=out, policy_path=policy_path, steps=trainer.global_step, resumed_from=resumed_from,
                        last_eval=last_eval, wall_s=time.perf_counter() - t_run, last_row=row)
+
+
+def train_task(task: tuple[RunConfig, Any, str, bool]) -> dict[str, Any]:
+    """Picklable entry point for executors (local pool, Ray): train one resolved run, return a summary."""
+    run, hp, out, resume = task
+    result = train(run, hp, out, resume=resume, progress=False)
+    return {"seed": run.seed, "steps": result.steps, "policy": str(result.policy_path),
+            "last_eval": result.last_eval, "wall_s": result.wall_s}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -737,6 +756,10 @@ def cli_options() -> tuple[list, list[str], list[str]]:
         run_names.append(f.name)
         flag = "--" + f.name.replace("_", "-")
         default = "" if f.name in ("algo", "env") else f" [default: {_fmt_default(f.default)}]"
+        if _option_kind(run_hints[f.name]) == "bool":
+            options.append(click.option(f"{flag}/--no-{f.name.replace('_', '-')}", f.name, default=None,
+                                        help=docs[f.name] + default))
+            continue
         if f.name == "algo":
             ptype: Any = click.Choice(sorted(algos))
         else:

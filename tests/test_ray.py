@@ -54,3 +54,14 @@ def test_unknown_executor_and_misplaced_address():
         make_executor("dask")
     with pytest.raises(ValueError, match="ray executor only"):
         make_executor("local", workers=2, address="auto")
+
+
+def test_train_seeds_on_ray(tmp_path, local_ray):
+    res = CliRunner().invoke(main, ["train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "120",
+                                    "--seeds", "3,4", "--executor", "ray", "--workers", "2",
+                                    "--learning-starts", "50", "--hidden", "8,8", "--batch-size", "8",
+                                    "--out", str(tmp_path / "runs")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "RayExecutor" in res.output
+    for seed in (3, 4):
+        assert (tmp_path / "runs" / f"seed_{seed}" / "policy.safetensors").is_file()
