@@ -7,6 +7,7 @@ Every expected failure (bad checkpoint, unknown env or attack, bad number) surfa
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -191,11 +192,14 @@ def format_summary(table: pd.DataFrame) -> str:
     nominal = table.loc[table["attack"] == "none", "return"].mean()
     if "critic_source" not in table.columns:
         table = table.assign(critic_source="none")
+    # enough decimals to tell rows apart whether returns are ~0.3 (Ledge) or ~3000 (Hopper)
+    scale = float(table["return"].abs().max()) if len(table) else 1.0
+    dec = int(min(4, max(1, 2 - math.floor(math.log10(scale))))) if scale > 0 else 1
     rows = []
     for (att, src, eps), grp in table.groupby(["attack", "critic_source", "eps"], sort=False):
         mean, std = grp["return"].mean(), grp["return"].std(ddof=0)
         pct = 100.0 * mean / nominal if nominal not in (0,) and pd.notna(nominal) else float("nan")
-        rows.append((att, "-" if src == "none" else src, eps, f"{mean:.1f} ± {std:.1f}", f"{pct:.0f}%", len(grp)))
+        rows.append((att, "-" if src == "none" else src, eps, f"{mean:.{dec}f} ± {std:.{dec}f}", f"{pct:.0f}%", len(grp)))
     header = (f"{'attack':<10} {'critic':<7} {'eps':>6} {'return (mean ± std)':>22} {'% nominal':>10} "
               f"{'episodes':>9}")
     body = [f"{a:<10} {c:<7} {e:>6g} {r:>22} {p:>10} {n:>9}" for a, c, e, r, p, n in rows]

@@ -147,8 +147,10 @@ def load_policy(spec: str, device: str = "cpu", env_id: str | None = None, *, ve
     path = resolve_spec(spec)
     tensors, meta = load_checkpoint(path)
     modules = build_modules(tensors, meta, path=str(path))
-    policy = CheckpointPolicy(modules, meta, tensors, name=path.stem if not spec.startswith("zoo:") else spec,
-                              path=path, device=device)
+    # `rbrl train` always writes RUN_DIR/policy.safetensors: name such a policy after its run folder
+    name = spec if spec.startswith("zoo:") else path.parent.name if path.stem == "policy" and path.parent.name \
+        else path.stem
+    policy = CheckpointPolicy(modules, meta, tensors, name=name, path=path, device=device)
     if env_id is not None:
         check_env_compat(policy, env_id)
     return policy
