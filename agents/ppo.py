@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
 from robustbench_rl.agents.networks import GaussianActor, TwinCritic, ValueNet, build_network
 from robustbench_rl.attacks.base import check_eps
 from robustbench_rl.attacks.pgd import pgd_minimize
-from torch import Tensor, nn
-
 from robustbench_rl.envs import make_vec_env
 from robustbench_rl.training import MetricSum, Trainer, register_algo, soft_update
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from robustbench_rl.attacks.base import Attack, make_attack, register_attack
-from robustbench_rl.attacks.pgd import pgd_minimize
 from torch import Tensor
 
+from robustbench_rl.attacks.base import Attack, make_attack, register_attack
+from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.policy import Critic, Policy
 
 CRITIC_ATTACKS = {"min-q": "q", "min-oa-q": "q_adv"}

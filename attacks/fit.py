@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from robustbench_rl.attacks.pgd import pgd_minimize
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.checkpoint import (
     CheckpointError,
     build_modules,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from robustbench_rl.attacks.base import apply_delta, register_attack
 from torch import Tensor
+
+from robustbench_rl.attacks.base import apply_delta, register_attack
 
 
 @register_attack("none", "no perturbation (nominal)")

@@ -20,8 +20,8 @@ import statistics
 import time
 
 import torch
-from robustbench_rl.agents.ppo import OAPPOConfig, PPOConfig, PPOTrainer
 
+from robustbench_rl.agents.ppo import OAPPOConfig, PPOConfig, PPOTrainer
 from robustbench_rl.envs import make_env
 
 

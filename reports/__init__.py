@@ -55,12 +55,12 @@ def make_report(
     training-curve figure from those runs' progress.csv. Returns the written paths.
     """
     import matplotlib.pyplot as plt
-    from robustbench_rl.reports import html as html_mod
-    from robustbench_rl.reports import plots, tables
-    from robustbench_rl.reports.stats import group_column, summarize
 
     from robustbench_rl.bench import read_results
     from robustbench_rl.checkpoint import atomic_write_bytes
+    from robustbench_rl.reports import html as html_mod
+    from robustbench_rl.reports import plots, tables
+    from robustbench_rl.reports.stats import group_column, summarize
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:

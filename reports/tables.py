@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from robustbench_rl.reports.stats import NOMINAL, WORST, auc_table, group_column, summarize
 
 

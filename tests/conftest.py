@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from robustbench_rl.agents.networks import build_network
 
+from robustbench_rl.agents.networks import build_network
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.envs import env_spec
 

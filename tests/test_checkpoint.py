@@ -36,7 +36,6 @@ def test_round_trip_actions_identical(random_checkpoint):
 
 def test_reload_matches_the_modules_that_were_saved(tmp_path):
     from robustbench_rl.agents.networks import Actor
-
     from robustbench_rl.checkpoint import state_tensors
 
     torch.manual_seed(3)

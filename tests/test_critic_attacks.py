@@ -9,6 +9,7 @@ import torch
 from conftest import write_constant_ledge_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.attacks import list_attacks, make_attack
 from robustbench_rl.attacks.base import check_bound
@@ -16,7 +17,6 @@ from robustbench_rl.attacks.critic import critic_gradient_stats, make_policy_att
 from robustbench_rl.attacks.fit import FitConfig
 from robustbench_rl.attacks.pgd import feasible_box
 from robustbench_rl.attacks.sanity import format_flags, sanity_flags
-
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import write_constant_ledge_policy, write_random_checkpoint
+from safetensors import safe_open
+
 from robustbench_rl.attacks.fit import (
     FitConfig,
     collect_transitions,
@@ -19,8 +21,6 @@ from robustbench_rl.attacks.fit import (
     monte_carlo_returns,
     save_critic,
 )
-from safetensors import safe_open
-
 from robustbench_rl.checkpoint import CheckpointError, file_sha256
 from robustbench_rl.cli import main
 from robustbench_rl.policy import ObsNormalizer, load_policy

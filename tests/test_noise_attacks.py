@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from robustbench_rl.attacks import ThreatModelViolation, check_bound, check_eps, list_attacks, make_attack
 
 actions = st.integers(1, 6).flatmap(

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.attacks.pgd import feasible_box, pgd_minimize
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+
 from robustbench_rl.agents.ppo import (
     OAPPOConfig,
     PPOConfig,
@@ -27,7 +28,6 @@ from robustbench_rl.agents.ppo import (
     gaussian_log_prob,
     value_loss,
 )
-
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.cli import main
 from robustbench_rl.policy import load_policy

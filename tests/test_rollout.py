@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from robustbench_rl.attacks import ThreatModelViolation
 
+from robustbench_rl.attacks import ThreatModelViolation
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from robustbench_rl.agents.surgery import project_conflicting
 
 

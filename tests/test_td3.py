@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
 from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
-
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
 from robustbench_rl.training import RunConfig, field_docs, load_state, policy_metadata
