@@ -49,7 +49,7 @@ from robustbench_rl.agents.networks import GaussianActor, TwinCritic, ValueNet, 
 from robustbench_rl.attacks.base import check_eps
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.envs import make_vec_env
-from robustbench_rl.training import MetricSum, Trainer, register_algo, soft_update
+from robustbench_rl.training import MetricSum, Trainer, check_fields, register_algo, soft_update
 
 RMS_EPS = 1e-8  # the same epsilon as robustbench_rl.policy.ObsNormalizer, so training and act() agree
 
@@ -105,9 +105,7 @@ class PPOConfig:
 
     def validate(self) -> None:
         """ValueError naming the first hyperparameter out of range."""
-        for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, ("num_envs", "num_steps", "num_minibatches", "update_epochs"), {})
         if not self.hidden or any(w < 1 for w in self.hidden):
             raise ValueError(f"hidden must be positive layer widths, e.g. 64,64; got {self.hidden}")
         if 2 * self.num_minibatches > self.num_steps * self.num_envs:  # a minibatch of 1 cannot be standardised
@@ -117,14 +115,12 @@ class PPOConfig:
 
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(sorted(ACTIVATIONS))}, got {self.activation!r}")
-        checks = {"learning_rate": self.learning_rate > 0, "gamma": 0 <= self.gamma <= 1,
-                  "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
-                  "ent_coef": self.ent_coef >= 0, "vf_coef": self.vf_coef >= 0, "max_grad_norm": self.max_grad_norm > 0,
-                  "target_kl": self.target_kl >= 0, "clip_obs": self.clip_obs > 0, "clip_reward": self.clip_reward > 0,
-                  "log_std_init": -20 <= self.log_std_init <= 2}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"{name.replace('_', '-')} is out of range: {getattr(self, name)}")
+        check_fields(self, (), {
+            "learning_rate": self.learning_rate > 0, "gamma": 0 <= self.gamma <= 1,
+            "gae_lambda": 0 <= self.gae_lambda <= 1, "clip_coef": self.clip_coef > 0,
+            "ent_coef": self.ent_coef >= 0, "vf_coef": self.vf_coef >= 0, "max_grad_norm": self.max_grad_norm > 0,
+            "target_kl": self.target_kl >= 0, "clip_obs": self.clip_obs > 0, "clip_reward": self.clip_reward > 0,
+            "log_std_init": -20 <= self.log_std_init <= 2})
 
 
 @dataclass

@@ -37,7 +37,7 @@ from robustbench_rl.agents.surgery import project_conflicting
 from robustbench_rl.attacks.base import check_eps
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.envs import make_env
-from robustbench_rl.training import MetricSum, Trainer, register_algo, soft_update
+from robustbench_rl.training import MetricSum, Trainer, check_fields, register_algo, soft_update
 
 
 @dataclass
@@ -71,17 +71,12 @@ class TD3Config:
 
     def validate(self) -> None:
         """ValueError naming the first hyperparameter out of range."""
-        for name in ("buffer_size", "batch_size", "policy_delay"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.hidden or any(w < 1 for w in self.hidden):
             raise ValueError(f"hidden must be positive layer widths, e.g. 256,256; got {self.hidden}")
-        checks = {"learning_rate": self.learning_rate > 0, "gamma": 0 <= self.gamma <= 1, "tau": 0 < self.tau <= 1,
-                  "policy_noise": self.policy_noise >= 0, "noise_clip": self.noise_clip >= 0,
-                  "exploration_noise": self.exploration_noise >= 0, "learning_starts": self.learning_starts >= 0}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"{name.replace('_', '-')} is out of range: {getattr(self, name)}")
+        check_fields(self, ("buffer_size", "batch_size", "policy_delay"), {
+            "learning_rate": self.learning_rate > 0, "gamma": 0 <= self.gamma <= 1, "tau": 0 < self.tau <= 1,
+            "policy_noise": self.policy_noise >= 0, "noise_clip": self.noise_clip >= 0,
+            "exploration_noise": self.exploration_noise >= 0, "learning_starts": self.learning_starts >= 0})
 
 
 @dataclass

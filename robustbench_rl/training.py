@@ -392,6 +392,16 @@ def resolve_config(out: str | os.PathLike, run_values: Mapping[str, Any], hp_val
     return run, hp
 
 
+def check_fields(cfg: Any, at_least_one: tuple[str, ...], ranges: Mapping[str, bool]) -> None:
+    """ValueError naming the first field of `cfg` below 1 (`at_least_one`) or failing its range check."""
+    for name in at_least_one:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name, ok in ranges.items():
+        if not ok:
+            raise ValueError(f"{name.replace('_', '-')} is out of range: {getattr(cfg, name)}")
+
+
 def validate_run(run: RunConfig) -> None:
     """ValueError for run options out of range."""
     for name in ("steps", "checkpoint_every", "log_every", "eval_episodes"):
