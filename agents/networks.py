@@ -53,6 +53,68 @@ class TwinCritic(nn.Module):
         q1, q2 = self(obs, act)
         return torch.minimum(q1, q2)
 
+    def action_objective(self, obs: Tensor, heads: tuple[str, ...] = ("q1", "q2")) -> ActionObjective:
+        """a -> min over `heads` of Q(obs, a) for fixed obs, with an analytic action gradient (for PGD)."""
+        return ActionObjective([getattr(self, h) for h in heads], obs)
+
+
+class ActionObjective:
+    """f(a) = min over MLP heads of head(cat(obs, a)) for a fixed batch of observations, for PGD.
+
+    PGD evaluates the same critic on the same states many times, changing only the action, so this
+    precomputes each head's first-layer contribution of the observations once and evaluates all heads
+    with one batched matmul per layer. `value_and_grad` returns f and df/da without autograd (the ReLU /
+    tanh backward written out): PGD's inner loop is then a handful of large ops instead of an autograd
+    graph per step, which is what dominates at small batches. The weights are read, never trained
+    through: no gradient reaches the critic. Calling the object gives f(a) alone.
+    """
+
+    def __init__(self, heads: list[nn.Sequential], obs: Tensor) -> None:
+        linears = [[m for m in head if isinstance(m, nn.Linear)] for head in heads]
+        acts = {type(m) for head in heads for m in head if not isinstance(m, nn.Linear)}
+        if not acts <= {nn.ReLU, nn.Tanh}:
+            raise ValueError(f"ActionObjective supports ReLU and tanh MLPs, got {sorted(a.__name__ for a in acts)}")
+        self.tanh = nn.Tanh in acts
+        with torch.no_grad():
+            obs_dim = obs.shape[-1]
+            w0 = torch.stack([layers[0].weight for layers in linears])  # (H, h1, obs_dim + act_dim)
+            b0 = torch.stack([layers[0].bias for layers in linears]).unsqueeze(1)
+            self.first = torch.baddbmm(b0, obs.unsqueeze(0).expand(len(heads), -1, -1), w0[:, :, :obs_dim].mT)
+            self.w_act = w0[:, :, obs_dim:].contiguous()  # (H, h1, act_dim)
+            self.weights = [torch.stack([layers[i].weight for layers in linears]) for i in range(1, len(linears[0]))]
+            self.biases = [torch.stack([layers[i].bias for layers in linears]).unsqueeze(1)
+                           for i in range(1, len(linears[0]))]
+
+    def _hidden(self, act: Tensor) -> list[Tensor]:
+        """Post-activation hidden layers, each (H, B, width)."""
+        act = act.detach().unsqueeze(0).expand(self.w_act.shape[0], -1, -1)
+        pre = torch.baddbmm(self.first, act, self.w_act.mT)
+        hidden = [torch.tanh(pre) if self.tanh else torch.relu(pre)]
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            pre = torch.baddbmm(b, hidden[-1], w.mT)
+            hidden.append(torch.tanh(pre) if self.tanh else torch.relu(pre))
+        return hidden
+
+    @torch.no_grad()
+    def __call__(self, act: Tensor) -> Tensor:
+        hidden = self._hidden(act)
+        return torch.baddbmm(self.biases[-1], hidden[-1], self.weights[-1].mT).squeeze(-1).amin(0)
+
+    @torch.no_grad()
+    def value_and_grad(self, act: Tensor) -> tuple[Tensor, Tensor]:
+        """f(act) (B,) and df/dact (B, act_dim): the gradient of the head that attains the minimum."""
+        hidden = self._hidden(act)
+        q = torch.baddbmm(self.biases[-1], hidden[-1], self.weights[-1].mT).squeeze(-1)  # (H, B)
+        value, head = q.min(0)
+        # Backpropagate a one-hot seed (the minimising head of each row) through the layers by hand.
+        seed = (torch.arange(q.shape[0], device=q.device).unsqueeze(1) == head).to(q.dtype).unsqueeze(-1)
+        grad = seed * self.weights[-1]  # (H, B, width): d q / d last hidden
+        for i in range(len(hidden) - 1, -1, -1):
+            h = hidden[i]
+            grad = grad * ((1 - h * h) if self.tanh else (h > 0).to(h.dtype))
+            grad = torch.bmm(grad, self.weights[i - 1]) if i > 0 else torch.bmm(grad, self.w_act)
+        return value, grad.sum(0)
+
 
 class GaussianActor(nn.Module):
     """Gaussian policy with a state-independent log-std (PPO); `forward` is the mean action."""

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+PGD_STARTS = ("random", "fgsm")
+
 
 def feasible_box(a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     """Per-coordinate bounds of the feasible set: the eps box around `a` intersected with [-1, 1]."""
@@ -28,6 +30,7 @@ def pgd_minimize(
     restarts: int = 1,
     generator: torch.Generator | None = None,
     return_value: bool = False,
+    start: str = "random",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Approximately solve argmin over the feasible set around `a` of f, row by row.
 
@@ -37,7 +40,11 @@ def pgd_minimize(
     value seen per row (start and final iterate included) wins. Gradients flow to the actions only:
     `f`'s parameters get none, and the returned tensor is detached. With `return_value`, also returns
     f at the returned actions. eps = 0 returns `a` unchanged; steps = 0 is a random search of
-    `restarts` points. ValueError for a negative eps or steps, or `a` not (B, d).
+    `restarts` points. `start="fgsm"` makes the first restart begin at the better (row by row) of its
+    random point and the box corner one full-budget signed gradient step from `a` (the clean action is
+    then a candidate too); later restarts stay random. An `f` with a `value_and_grad(x) -> (f(x), df/dx)` method (e.g.
+    :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd. ValueError
+    for a negative eps or steps, `a` not (B, d), or an unknown start.
     """
     if a.dim() != 2:
         raise ValueError(f"pgd_minimize needs actions of shape (B, d), got {tuple(a.shape)}")
@@ -45,6 +52,8 @@ def pgd_minimize(
         raise ValueError(f"eps must be >= 0, got {eps}")
     if steps < 0 or restarts < 1:
         raise ValueError(f"steps must be >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    if start not in PGD_STARTS:
+        raise ValueError(f"unknown PGD start {start!r}; use one of: {', '.join(PGD_STARTS)}")
     a = a.detach()
     if eps == 0:
         out = a.clone()
@@ -54,26 +63,49 @@ def pgd_minimize(
         return out
     lo, hi = feasible_box(a, eps)
     step = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
+    value_and_grad = getattr(f, "value_and_grad", None) or _autograd_value_and_grad(f)
     best_x = a.clone()
     best_v = torch.full(a.shape[:1], float("inf"), device=a.device, dtype=a.dtype)
-    with torch.enable_grad():
-        for _ in range(restarts):
-            u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
-            x = lo + (hi - lo) * u
-            for _ in range(steps):
-                x.requires_grad_(True)
-                v = f(x)
-                if v.shape != best_v.shape:
-                    raise ValueError(f"f must map (B, d) actions to (B,) values, got {tuple(v.shape)}")
-                (grad,) = torch.autograd.grad(v.sum(), x)
-                x, v = x.detach(), v.detach()
-                better = v < best_v
-                best_v = torch.where(better, v, best_v)
-                best_x = torch.where(better.unsqueeze(-1), x, best_x)
-                x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
+
+    def keep_best(x: Tensor, v: Tensor) -> None:
+        nonlocal best_x, best_v
+        if v.shape != best_v.shape:
+            raise ValueError(f"f must map (B, d) actions to (B,) values, got {tuple(v.shape)}")
+        better = v < best_v
+        best_v = torch.where(better, v, best_v)
+        best_x = torch.where(better.unsqueeze(-1), x, best_x)
+
+    for restart in range(restarts):
+        u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
+        x = lo + (hi - lo) * u
+        if restart == 0 and start == "fgsm":
+            # Also try the box corner one full-budget signed step from the clean action (the worst point
+            # of f's linearisation) and start from the better of the two, row by row. The corner is a
+            # strong start when f is smooth; the random point keeps finding minima the local gradient
+            # points away from (a cliff on the other side of the action), as a random start does.
+            v_clean, grad = value_and_grad(a)
+            keep_best(a, v_clean)
+            corner = torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi)
             with torch.no_grad():
-                v = f(x)
-            better = v < best_v
-            best_v = torch.where(better, v, best_v)
-            best_x = torch.where(better.unsqueeze(-1), x, best_x)
+                v_corner, v_random = f(corner).detach(), f(x).detach()
+            keep_best(corner, v_corner)
+            keep_best(x, v_random)
+            x = torch.where((v_corner <= v_random).unsqueeze(-1), corner, x)
+        for _ in range(steps):
+            v, grad = value_and_grad(x)
+            keep_best(x, v)
+            x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
+        with torch.no_grad():
+            keep_best(x, f(x).detach())
     return (best_x, best_v) if return_value else best_x
+
+
+def _autograd_value_and_grad(f: Callable[[Tensor], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """(f(x), df/dx) by autograd, for objectives without an analytic `value_and_grad`."""
+    def value_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            v = f(x)
+            (grad,) = torch.autograd.grad(v.sum(), x)
+        return v.detach(), grad
+    return value_and_grad

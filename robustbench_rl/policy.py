@@ -67,6 +67,14 @@ class TwinCriticView:
     def heads(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
         return self.module(self.normalize(obs), act)
 
+    def objective(self, obs: Tensor):
+        """a -> min-head Q(obs, a) for fixed obs, for PGD: with an analytic action gradient where the
+        critic is a ReLU / tanh MLP (see ActionObjective), else plain autograd on :meth:`__call__`."""
+        try:
+            return self.module.action_objective(self.normalize(obs))
+        except (AttributeError, ValueError):
+            return lambda act: self(obs, act)
+
 
 class CheckpointPolicy:
     """A policy rebuilt from an rbrl checkpoint (see :mod:`robustbench_rl.checkpoint`)."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustbench_rl.agents.networks import ACTIVATIONS, mlp
+from robustbench_rl.agents.networks import ACTIVATIONS, ActionObjective, mlp
 from robustbench_rl.checkpoint import CheckpointError
 from robustbench_rl.policy import ObsNormalizer, TwinCriticView
 
@@ -79,6 +79,9 @@ class _TwinFromSB3(nn.Module):
     def min_q(self, obs: Tensor, act: Tensor) -> Tensor:
         q1, q2 = self(obs, act)
         return torch.minimum(q1, q2)
+
+    def action_objective(self, obs: Tensor) -> ActionObjective:
+        return ActionObjective(list(self.heads), obs)
 
 
 class SB3Policy:

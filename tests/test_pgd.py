@@ -111,3 +111,71 @@ def test_bad_arguments_are_one_line_errors():
         pgd_minimize(lambda x: critic.min_q(obs, x), a, 0.1, -1)
     with pytest.raises(ValueError, match=r"\(B, d\)"):
         pgd_minimize(lambda x: critic.min_q(obs, x), a[0], 0.1, 5)
+    with pytest.raises(ValueError, match="start"):
+        pgd_minimize(lambda x: critic.min_q(obs, x), a, 0.1, 5, start="zero")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The analytic objective and the fgsm start
+
+
+@pytest.mark.parametrize("activation,hidden", [("relu", [32, 32]), ("relu", [16]), ("tanh", [16, 16, 16])])
+@pytest.mark.parametrize("heads", [("q1", "q2"), ("q1",)])
+def test_action_objective_matches_autograd(activation, hidden, heads):
+    torch.manual_seed(1)
+    critic = TwinCritic(5, 3, hidden, activation)  # parameters require grad: none may reach them
+    obs, a = torch.randn(64, 5), torch.rand(64, 3) * 2 - 1
+    objective = critic.action_objective(obs, heads)
+    value, grad = objective.value_and_grad(a)
+    x = a.clone().requires_grad_(True)
+    qs = [getattr(critic, h)(torch.cat([obs, x], -1)).squeeze(-1) for h in heads]
+    ref = torch.stack(qs).amin(0)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(value, ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(objective(a), ref.detach(), rtol=1e-5, atol=1e-5)
+    assert all(p.grad is None for p in critic.parameters())
+
+
+def test_pgd_gives_the_same_answer_through_the_analytic_objective_and_autograd():
+    critic = random_critic(4, 2, 3)
+    obs, a = torch.randn(128, 4), torch.rand(128, 2) * 2 - 1
+    for start in ("random", "fgsm"):
+        x1, v1 = pgd_minimize(critic.action_objective(obs), a, 0.2, 8, start=start, return_value=True,
+                              generator=torch.Generator().manual_seed(0))
+        x2, v2 = pgd_minimize(lambda x: critic.min_q(obs, x), a, 0.2, 8, start=start, return_value=True,
+                              generator=torch.Generator().manual_seed(0))
+        assert (x1 - x2).abs().max() < 1e-5 or (v1 - v2).abs().max() < 1e-4
+        torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_activation_is_refused_by_the_objective():
+    critic = TwinCritic(3, 2, [8], "elu")
+    with pytest.raises(ValueError, match="ReLU and tanh"):
+        critic.action_objective(torch.randn(4, 3))
+
+
+def test_fgsm_start_finds_the_worst_corner_of_a_linear_objective_without_steps():
+    w = torch.tensor([1.0, -2.0, 0.5])
+    a = torch.tensor([[0.0, 0.0, 0.0], [0.95, -0.95, 0.2]])
+    x, v = pgd_minimize(lambda x: x @ w, a, 0.1, 0, start="fgsm", return_value=True)
+    expected = torch.tensor([[-0.1, 0.1, -0.1], [0.85, -0.85, 0.1]])
+    torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(v, expected @ w)
+
+
+def test_fgsm_start_still_finds_a_cliff_the_local_gradient_points_away_from():
+    # Ledge-like: the value rises with the action up to 0.5 and drops to -1 beyond. From a = 0.45 the
+    # gradient says "go down" (the FGSM corner is 0.25); the worst point is over the ledge. The fgsm
+    # start keeps its random point, so it finds the ledge as often as a random start does.
+    def ledge(x: torch.Tensor) -> torch.Tensor:
+        a = x[:, 0]
+        return torch.where(a <= 0.5, a, -1.0 + 0.01 * a)
+
+    a = torch.full((4000, 1), 0.45)
+    found = {}
+    for start in ("random", "fgsm"):
+        _, v = pgd_minimize(ledge, a, 0.2, 3, start=start, return_value=True, generator=torch.Generator().manual_seed(0))
+        found[start] = float((v < 0).float().mean())
+    assert found["fgsm"] >= found["random"] - 0.03, found
+    assert 0.25 < found["fgsm"] < 0.75, found  # a random start lands beyond the ledge with probability 0.375
