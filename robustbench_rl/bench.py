@@ -98,8 +98,9 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
     """
     cells = []
     common = {"episodes": suite.episodes, "num_envs": suite.num_envs, "max_episode_steps": suite.max_episode_steps}
-    pgd = {"critic": suite.critic, "pgd_steps": suite.pgd_steps, "pgd_restarts": suite.pgd_restarts,
-           "pgd_step_size": suite.pgd_step_size, "fit": [list(kv) for kv in suite.fit]}
+    pgd = {"critic": suite.critic, "pgd_steps": suite.pgd_steps, "pgd_start": suite.pgd_start,
+           "pgd_restarts": suite.pgd_restarts, "pgd_step_size": suite.pgd_step_size,
+           "fit": [list(kv) for kv in suite.fit]}
     critic_attacks = _critic_attacks()
     for info in policies:
         who = {"name": info.name, "group": info.group, "sha256": info.sha256, "env_id": info.env_id}
@@ -191,7 +192,8 @@ def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = F
         kw["fit_config"] = FitConfig(**dict(suite["fit"]))
     return make_policy_attack(
         policy, name, critic="auto" if critic == "none" else critic, pgd_steps=suite["pgd_steps"],
-        restarts=suite["pgd_restarts"], step_size=suite["pgd_step_size"], cache_dir=suite["critic_cache"],
+        restarts=suite["pgd_restarts"], step_size=suite["pgd_step_size"], pgd_start=suite["pgd_start"],
+        cache_dir=suite["critic_cache"],
         progress=progress, **kw,
     )
 

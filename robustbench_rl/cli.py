@@ -14,6 +14,8 @@ import click
 import pandas as pd
 
 from robustbench_rl.attacks.base import ThreatModelViolation, check_eps, list_attacks
+from robustbench_rl.attacks.critic import DEFAULT_PGD_START, DEFAULT_PGD_STEPS
+from robustbench_rl.attacks.pgd import PGD_STARTS
 from robustbench_rl.checkpoint import CheckpointError, read_metadata
 from robustbench_rl.envs import EnvError
 
@@ -126,8 +128,11 @@ def format_metadata(meta: dict) -> str:
 @click.option("--critic", "critic_source", type=click.Choice(["auto", "own", "fitted"]), default="auto",
               show_default=True, help="Critic for min-q / min-oa-q: the checkpoint's own, one fitted for this "
               "policy (cached), or auto (own when the checkpoint has it, else fitted).")
-@click.option("--pgd-steps", default=20, show_default=True, type=click.IntRange(min=1),
+@click.option("--pgd-steps", default=DEFAULT_PGD_STEPS, show_default=True, type=click.IntRange(min=1),
               help="PGD steps of min-q / min-oa-q.")
+@click.option("--pgd-start", default=DEFAULT_PGD_START, show_default=True, type=click.Choice(PGD_STARTS),
+              help="PGD start of min-q / min-oa-q: fgsm (the better of the FGSM corner and a random point) "
+                   "or random (uniform in the box).")
 @click.option("--restarts", default=1, show_default=True, type=click.IntRange(min=1),
               help="PGD random restarts of min-q / min-oa-q (the best per state wins).")
 @click.option("--fit-steps", default=None, type=click.IntRange(min=1),
@@ -143,7 +148,7 @@ def format_metadata(meta: dict) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
 @sb3_options
 def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
-           restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
+           pgd_start: str, restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
            seed: int, num_envs: int, env_id: str | None, out: str | None, vecnormalize: str | None,
            trust_pickle: bool) -> None:
     """Evaluate a policy nominally and under every attack at every eps; print a table and sanity flags.
@@ -165,7 +170,7 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
     fit_kw = {k: v for k, v in (("steps", fit_steps), ("eps_train", eps_train)) if v is not None}
     fit_config = FitConfig(**fit_kw)
     built = [(name, *make_policy_attack(policy, name, critic=critic_source, pgd_steps=pgd_steps, restarts=restarts,
-                                        cache_dir=cache_dir, progress=True, fit_config=fit_config))
+                                        pgd_start=pgd_start, cache_dir=cache_dir, progress=True, fit_config=fit_config))
              for name in attacks]
     kw = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "env_id": env_id}
     frames = [result_frame(policy, evaluate(policy, "none", 0.0, **kw))]

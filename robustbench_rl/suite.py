@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_rl.attacks.base import check_eps
+from robustbench_rl.attacks.critic import DEFAULT_PGD_START, DEFAULT_PGD_STEPS
+from robustbench_rl.attacks.pgd import PGD_STARTS
 
 try:
     import tomllib
@@ -58,7 +60,8 @@ class Suite:
     eval_seeds: tuple[int, ...] = (0,)
     critic: str = "auto"
     """Critic source for min-q / min-oa-q: own, fitted, or auto (own when the checkpoint has it)."""
-    pgd_steps: int = 20
+    pgd_steps: int = DEFAULT_PGD_STEPS
+    pgd_start: str = DEFAULT_PGD_START
     pgd_restarts: int = 1
     pgd_step_size: float | None = None
     num_envs: int = 8
@@ -187,6 +190,9 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
     if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
                                   or step_size <= 0):
         _fail(where, f"pgd_step_size must be a positive number, got {step_size!r}")
+    pgd_start = data.get("pgd_start", Suite.pgd_start)
+    if pgd_start not in PGD_STARTS:
+        _fail(where, f"pgd_start must be one of {', '.join(PGD_STARTS)}, got {pgd_start!r}")
     max_steps = data.get("max_episode_steps")
     if max_steps is not None:
         max_steps = _int(where, "max_episode_steps", max_steps, 1)
@@ -209,6 +215,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
         eval_seeds=tuple(seeds),
         critic=critic,
         pgd_steps=_int(where, "pgd_steps", data.get("pgd_steps", Suite.pgd_steps), 1),
+        pgd_start=pgd_start,
         pgd_restarts=_int(where, "pgd_restarts", data.get("pgd_restarts", Suite.pgd_restarts), 1),
         pgd_step_size=None if step_size is None else float(step_size),
         num_envs=_int(where, "num_envs", data.get("num_envs", Suite.num_envs), 1),
