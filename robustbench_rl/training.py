@@ -15,6 +15,7 @@ Run directory layout::
       policy.safetensors          final policy (written when the run completes)
       checkpoints/step_<N>.safetensors   periodic policy checkpoints
       state.pt                    resume state: tensors + plain values, loaded with weights_only=True
+      replay_<N>.bin              off-policy replay buffer of that state, raw float32 (no copy in memory)
 
 Resume state is written atomically (temp file, fsync, rename) after the policy checkpoint of the same
 step, so a SIGKILL at any moment leaves the previous state usable. A resumed run restarts the
@@ -42,18 +43,22 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import tomllib
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from robustbench_rl.agents.buffers import ReplayBuffer
+
 STATE_FILE = "state.pt"
+REPLAY_PREFIX = "replay_"
 CONFIG_FILE = "config.toml"
 PROGRESS_FILE = "progress.csv"
 POLICY_FILE = "policy.safetensors"
 CHECKPOINT_DIR = "checkpoints"
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 # Algorithm modules that register themselves on import. An algorithm file adds its module here.
 ALGO_MODULES = ("robustbench_rl.agents.td3", "robustbench_rl.agents.ppo")
 
@@ -105,6 +110,9 @@ class Trainer(abc.ABC):
     """
 
     metric_names: ClassVar[tuple[str, ...]] = ()
+    replay: ReplayBuffer | None = None
+    """A replay buffer too large to copy into the resume state (TD3's): :func:`train` writes it to its
+    own file beside ``state.pt`` with :meth:`ReplayBuffer.write_file`, and :meth:`state_dict` leaves it out."""
 
     def __init__(self, config: Any, env_id: str, seed: int, total_steps: int, device: torch.device) -> None:
         self.config = config
@@ -436,6 +444,20 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def _write_replay(replay: ReplayBuffer, out: Path, step: int) -> dict[str, Any]:
+    """Write the replay buffer to a per-step file (the previous one stays valid until state.pt moves on)."""
+    name = f"{REPLAY_PREFIX}{step:09d}.bin"
+    return {"replay_file": name, "replay_rows": replay.write_file(out / name)}
+
+
+def _read_replay(replay: ReplayBuffer, out: Path, state: dict[str, Any]) -> None:
+    path = out / str(state.get("replay_file", ""))
+    if "replay_file" not in state or not path.is_file():
+        raise ValueError(f"{out / STATE_FILE} refers to a replay buffer file {path.name!r} that is not there; "
+                         f"delete {STATE_FILE} to restart the run from scratch")
+    replay.read_file(path, int(state["replay_rows"]))
+
+
 def load_state(path: Path, device: torch.device) -> dict[str, Any]:
     """Read resume state with ``weights_only=True`` (tensors and plain containers only, never code)."""
     try:
@@ -579,6 +601,8 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
         if state["algo"] != run.algo:
             raise ValueError(f"{state_path} was written by {state['algo']}, the run is {run.algo}")
         trainer.load_state_dict(state["trainer"])
+        if trainer.replay is not None:
+            _read_replay(trainer.replay, out, state)
         driver.update(state["driver"])
         resumed_from = trainer.global_step
         if resumed_from > run.steps:
@@ -676,8 +700,12 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
                 bar.write(f"step {now}: eval return {eval_mean:.2f} ± {eval_std:.2f}") if show else None
             if is_ckpt:
                 save_policy(out / CHECKPOINT_DIR / f"step_{now:09d}.safetensors")
+                replay = _write_replay(trainer.replay, out, now) if trainer.replay is not None else {}
                 _atomic_torch_save({"format": STATE_FORMAT, "algo": run.algo, "trainer": trainer.state_dict(),
-                                    "driver": dict(driver)}, state_path)
+                                    "driver": dict(driver), **replay}, state_path)
+                for old in out.glob(f"{REPLAY_PREFIX}*.bin"):  # only after state.pt points at the new one
+                    if replay and old.name != replay["replay_file"]:
+                        old.unlink(missing_ok=True)
             if stop:
                 echo(f"stopping early at step {now} (stop condition met)")
                 break

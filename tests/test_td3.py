@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
 from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
-from robustbench_rl.training import RunConfig, field_docs, load_state, policy_metadata
+from robustbench_rl.training import STATE_FORMAT, RunConfig, field_docs, load_state, policy_metadata
 
 CPU = torch.device("cpu")
 LEDGE = "rbrl/Ledge-v0"
@@ -111,10 +112,12 @@ def test_resume_from_saved_state_continues_exactly(config, tmp_path):
     ref = TD3Trainer(config, LEDGE, 0, 600, CPU)
     ref.advance(300)
     path = tmp_path / "state.pt"
-    torch.save({"format": 1, "trainer": ref.state_dict()}, path)
+    torch.save({"format": STATE_FORMAT, "trainer": ref.state_dict()}, path)
+    rows = ref.replay.write_file(tmp_path / "replay.bin")
     ref.advance(600)
     restored = TD3Trainer(config, LEDGE, 0, 600, CPU)
     restored.load_state_dict(load_state(path, CPU)["trainer"])
+    restored.replay.read_file(tmp_path / "replay.bin", rows)
     restored.advance(600)
     for (name, p), q in zip(ref.actor.state_dict().items(), restored.actor.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
@@ -190,6 +193,40 @@ def test_replay_buffer_ring_and_state_round_trip():
     smaller = ReplayBuffer(2, 1, capacity=3)
     smaller.load_state_dict(state)
     assert smaller.rew.tolist() == [4.0, 5.0, 6.0]  # keeps the newest
+
+
+def test_replay_buffer_file_round_trip_keeps_order_and_refuses_a_wrong_file(tmp_path):
+    buf = ReplayBuffer(2, 1, capacity=5)
+    for i in range(7):  # wraps: keeps transitions 2..6, the oldest at pos 2
+        buf.add(np.full(2, i), np.full(1, -i), float(i), np.full(2, i + 1), float(i % 2))
+    assert buf.write_file(tmp_path / "r.bin") == 5
+    assert (tmp_path / "r.bin").stat().st_size == 5 * (2 + 1 + 1 + 2 + 1) * 4
+    same = ReplayBuffer(2, 1, capacity=5)
+    same.read_file(tmp_path / "r.bin", 5)
+    assert same.rew.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0] and same.pos == 0 and len(same) == 5
+    assert same.next_obs[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0] and same.act[:, 0].tolist() == [-2, -3, -4, -5, -6]
+    assert same.done.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    smaller = ReplayBuffer(2, 1, capacity=3)
+    smaller.read_file(tmp_path / "r.bin", 5)
+    assert smaller.rew.tolist() == [4.0, 5.0, 6.0] and smaller.obs[:, 1].tolist() == [4.0, 5.0, 6.0]
+    with pytest.raises(ValueError, match="expected"):
+        ReplayBuffer(3, 1, capacity=5).read_file(tmp_path / "r.bin", 5)  # another env's obs size
+    assert not list(tmp_path.glob(".*tmp"))  # the temp file was renamed, not left behind
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_replay_buffer_memory_is_resident_from_the_start():
+    # The buffer's pages are touched at construction (zero-filled, not torch.empty), so a run's memory
+    # is all taken up front and does not creep up as the buffer fills.
+    before = rss_bytes()
+    buf = ReplayBuffer(100, 10, capacity=200_000)  # 2 x 100 + 10 + 2 floats per row: ~170 MB
+    assert rss_bytes() - before > 0.9 * 212 * 4 * 200_000
+    assert len(buf) == 0
 
 
 def test_replay_buffer_batched_add_and_sample():

@@ -37,7 +37,7 @@ def test_train_td3_pendulum_smoke(tmp_path):
     assert res.exit_code == 0, res.output
     assert "done: 300 steps" in res.output and "final eval return" in res.output
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.toml", "policy.safetensors",
-                                                      "progress.csv", "state.pt"]
+                                                      "progress.csv", "replay_000000300.bin", "state.pt"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000200.safetensors",
                                                                         "step_000000300.safetensors"]
     assert progress_steps(out) == [100, 200, 300]
