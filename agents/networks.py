@@ -111,7 +111,8 @@ class ActionObjective:
         grad = seed * self.weights[-1]  # (H, B, width): d q / d last hidden
         for i in range(len(hidden) - 1, -1, -1):
             h = hidden[i]
-            grad = grad * ((1 - h * h) if self.tanh else (h > 0).to(h.dtype))
+            # The activations' own backward kernels (one fused op each, as autograd would run them).
+            grad = torch.ops.aten.tanh_backward(grad, h) if self.tanh else torch.ops.aten.threshold_backward(grad, h, 0.0)
             grad = torch.bmm(grad, self.weights[i - 1]) if i > 0 else torch.bmm(grad, self.w_act)
         return value, grad.sum(0)
 

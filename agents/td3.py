@@ -111,11 +111,6 @@ class OATD3Config(TD3Config):
             raise ValueError(f"pgd-start must be one of {', '.join(PGD_STARTS)}, got {self.pgd_start!r}")
 
 
-def q1(critic: TwinCritic, obs: Tensor, act: Tensor) -> Tensor:
-    """The first head of a twin critic (TD3's actor objective)."""
-    return critic.q1(torch.cat([obs, act], dim=-1)).squeeze(-1)
-
-
 class TD3Trainer(Trainer):
     """TD3, or OA-TD3 when given an :class:`OATD3Config`."""
 
@@ -236,33 +231,43 @@ class TD3Trainer(Trainer):
                 soft_update(self.critic_adv_target, self.critic_adv, cfg.tau)
 
     def actor_step(self, obs: Tensor) -> None:
-        """TD3's deterministic policy gradient step; for OA-TD3 the omega-mix of nominal and OA gradients."""
+        """TD3's deterministic policy gradient step; for OA-TD3 the omega-mix of nominal and OA gradients.
+
+        Each objective's gradient is taken w.r.t. the action first (the critics' analytic action
+        gradient, no autograd graph through them) and then pushed through the actor by autograd:
+        the same gradient as differentiating -Q(s, mu(s)) end to end, and the critics get none.
+        """
         params = list(self.actor.parameters())
         act = self.actor(obs)
-        actor_loss = -q1(self.critic, obs, act).mean()
-        self.metrics.add("actor_loss", actor_loss)
+        clean = act.detach()
+        scale = -1.0 / len(obs)  # d(-mean Q)/dQ
+        q_nom, dq_nom = self.critic.action_objective(obs, heads=("q1",)).value_and_grad(clean)
+        self.metrics.add("actor_loss", -q_nom.mean())
         omega = self.config.omega if self.oa else 1.0
         if omega == 1.0:
-            grad = flat_grad(actor_loss, params, retain_graph=False)
+            grads = torch.autograd.grad(act, params, grad_outputs=scale * dq_nom)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            self.actor_opt.step()
+            return
+        # The worst perturbation of the current action, held fixed while differentiating (Danskin):
+        # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (inside [-1, 1]).
+        q_adv = self.critic_adv.action_objective(obs, heads=("q1",))
+        worst = pgd_minimize(q_adv, clean, self.config.eps_train, self.config.pgd_steps, generator=self.gen,
+                             start=self.config.pgd_start)
+        q_worst, dq_worst = q_adv.value_and_grad(worst)
+        self.metrics.add("actor_adv_loss", -q_worst.mean())
+        g_adv = flat_grad(act, params, scale * dq_worst, retain_graph=omega > 0)
+        if omega == 0.0:
+            grad = g_adv
         else:
-            # The worst perturbation of the current action, held fixed while differentiating (Danskin).
-            worst = pgd_minimize(self.critic_adv.action_objective(obs, heads=("q1",)), act.detach(),
-                                 self.config.eps_train, self.config.pgd_steps, generator=self.gen,
-                                 start=self.config.pgd_start)
-            delta = worst - act.detach()
-            actor_adv_loss = -q1(self.critic_adv, obs, (act + delta).clamp(-1.0, 1.0)).mean()
-            self.metrics.add("actor_adv_loss", actor_adv_loss)
-            g_adv = flat_grad(actor_adv_loss, params, retain_graph=omega > 0)
-            if omega == 0.0:
-                grad = g_adv
+            g_nom = flat_grad(act, params, scale * dq_nom, retain_graph=False)
+            if self.config.surgery:
+                g_nom, g_adv, conflict = project_conflicting(g_nom, g_adv)
             else:
-                g_nom = flat_grad(actor_loss, params, retain_graph=False)
-                if self.config.surgery:
-                    g_nom, g_adv, conflict = project_conflicting(g_nom, g_adv)
-                else:
-                    conflict = torch.dot(g_nom, g_adv) < 0
-                self.metrics.add("conflict_share", conflict.float())
-                grad = omega * g_nom + (1.0 - omega) * g_adv
+                conflict = torch.dot(g_nom, g_adv) < 0
+            self.metrics.add("conflict_share", conflict.float())
+            grad = omega * g_nom + (1.0 - omega) * g_adv
         set_flat_grad(params, grad)
         self.actor_opt.step()
 
@@ -311,9 +316,9 @@ class TD3Trainer(Trainer):
         self.env.close()
 
 
-def flat_grad(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> Tensor:
-    """d loss / d params as one flat vector (only these parameters: the critics get no gradient)."""
-    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph)
+def flat_grad(out: Tensor, params: list[nn.Parameter], grad_out: Tensor, retain_graph: bool) -> Tensor:
+    """The vector-Jacobian product grad_out . d out / d params, as one flat vector (these parameters only)."""
+    grads = torch.autograd.grad(out, params, grad_outputs=grad_out, retain_graph=retain_graph)
     return torch.cat([g.reshape(-1) for g in grads])
 
 

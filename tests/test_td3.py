@@ -11,6 +11,7 @@ import torch
 
 from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
 from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
+from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
 from robustbench_rl.training import STATE_FORMAT, RunConfig, field_docs, load_state, policy_metadata
@@ -249,3 +250,30 @@ def test_rollout_buffer_fills_and_resets():
         buf.add(torch.ones(3, 4), torch.zeros(3, 1), torch.zeros(3), np.ones(3), np.zeros(3), torch.zeros(3))
     buf.reset()
     assert not buf.full
+
+
+@pytest.mark.parametrize("omega", [1.0, 0.0])
+def test_actor_gradient_equals_end_to_end_autograd(omega):
+    # The actor step differentiates the critics analytically w.r.t. the action and only the actor by
+    # autograd; that must be exactly the deterministic policy gradient of -Q(s, mu(s)) (omega 1) or of
+    # -Q_adv(s, clip(mu(s) + d*)) with the PGD perturbation d* held fixed (omega 0).
+    cfg = OATD3Config(hidden=[32, 32], learning_starts=0, batch_size=64, omega=omega)
+    trainer = TD3Trainer(cfg, "Hopper-v5", 0, 500, CPU)
+    obs = torch.randn(64, 11)
+    params = list(trainer.actor.parameters())
+    act = trainer.actor(obs)
+    if omega == 1.0:
+        loss = -trainer.critic.q1(torch.cat([obs, act], -1)).mean()
+    else:
+        state = trainer.gen.get_state()
+        worst = pgd_minimize(trainer.critic_adv.action_objective(obs, ("q1",)), act.detach(), cfg.eps_train,
+                             cfg.pgd_steps, generator=trainer.gen, start=cfg.pgd_start)
+        trainer.gen.set_state(state)
+        perturbed = (act + (worst - act.detach())).clamp(-1.0, 1.0)
+        loss = -trainer.critic_adv.q1(torch.cat([obs, perturbed], -1)).mean()
+    expected = torch.autograd.grad(loss, params)
+    trainer.actor_step(obs)
+    for p, g in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in trainer.critic.parameters())
+    assert all(p.grad is None for p in trainer.critic_adv.parameters())
