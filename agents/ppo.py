@@ -473,9 +473,7 @@ class PPOTrainer(Trainer):
         with torch.no_grad():
             next_act = self.actor(next_obs).clamp(-1.0, 1.0)
 
-        def q_adv_target(a: Tensor) -> Tensor:
-            return self.critic_adv_target.min_q(next_obs, a)
-
+        q_adv_target = self.critic_adv_target.action_objective(next_obs)  # a -> min_i Q_adv'_i(s', a)
         _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, generator=self.gen,
                                   return_value=True)
         with torch.no_grad():
@@ -501,7 +499,7 @@ class PPOTrainer(Trainer):
             mean_act = self.actor(obs).clamp(-1.0, 1.0)
         q_obs = self.normalize(raw_obs).repeat(2, 1)
         start = torch.cat([act.clamp(-1.0, 1.0), mean_act])
-        _, worst = pgd_minimize(lambda a: self.critic_adv.min_q(q_obs, a), start, self.config.eps_train,
+        _, worst = pgd_minimize(self.critic_adv.action_objective(q_obs), start, self.config.eps_train,
                                 self.config.pgd_steps, generator=self.gen, return_value=True)
         return (worst[:n] - worst[n:]).detach()
 

@@ -338,7 +338,7 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
         with torch.no_grad():
             if kind == "oa-q":
                 # Inner min of the OA target: the worst executed action around pi(s') under eps_train.
-                _, next_q = pgd_minimize(lambda x, s2=s2: target.min_q(s2, x), a2, config.eps_train,
+                _, next_q = pgd_minimize(target.action_objective(s2), a2, config.eps_train,
                                          config.pgd_steps, generator=gen, return_value=True)
             else:
                 next_q = target.min_q(s2, a2)
