@@ -90,13 +90,16 @@ class OATD3Config(TD3Config):
     """Weight of the nominal actor gradient; 1 - omega goes to the OA (worst-case) gradient. 1 = TD3's actor."""
     eps_train: float = 0.1
     """L_inf budget of the adversary the OA critic and the actor train against (normalised action units)."""
-    pgd_steps: int = 3
-    """PGD sign-gradient steps for the OA target and the OA actor gradient (step size 2.5 eps / steps).
-    3 from the fgsm start finds drops of Q at least as large, on average, as 20 steps from a random start
-    (measured on trained Hopper critics, BENCHMARKS.md) at a third of the cost of the old default 10."""
+    pgd_steps: int = 2
+    """PGD sign-gradient steps per start, for the OA target and the OA actor gradient (step size
+    2.5 eps / steps). See pgd_restarts for the measured effect of the defaults."""
     pgd_start: str = "fgsm"
-    """Where PGD starts: "fgsm" (the box corner one full signed gradient step from the clean action; the
-    clean action is a candidate too) or "random" (uniform in the box, the textbook start)."""
+    """Where PGD's first start is: "fgsm" (the box corner one full signed gradient step from the clean
+    action; the clean action is a candidate too) or "random" (uniform in the box). Other starts are random."""
+    pgd_restarts: int = 2
+    """PGD starts per row (the best wins). The default, 2 steps from the FGSM corner plus 2 from a random
+    point, costs about what 4 steps from one start do; on Ledge the random start is what finds the
+    cliff on the far side of the action (BENCHMARKS.md, "OA-TD3 speed")."""
     surgery: bool = True
     """PCGrad gradient surgery between the nominal and OA actor gradients (only when 0 < omega < 1)."""
 
@@ -105,8 +108,8 @@ class OATD3Config(TD3Config):
         if not 0.0 <= self.omega <= 1.0:
             raise ValueError(f"omega must be in [0, 1], got {self.omega}")
         check_eps(self.eps_train)
-        if self.pgd_steps < 1:
-            raise ValueError(f"pgd-steps must be >= 1, got {self.pgd_steps}")
+        if self.pgd_steps < 1 or self.pgd_restarts < 1:
+            raise ValueError(f"pgd-steps and pgd-restarts must be >= 1, got {self.pgd_steps}, {self.pgd_restarts}")
         if self.pgd_start not in PGD_STARTS:
             raise ValueError(f"pgd-start must be one of {', '.join(PGD_STARTS)}, got {self.pgd_start!r}")
 
@@ -208,7 +211,7 @@ class TD3Trainer(Trainer):
 
         if self.oa:  # OA critic: the target acts under the worst perturbation of the smoothed target action
             q_adv_target = self.critic_adv_target.action_objective(b.next_obs)  # a -> min_i Q_adv'_i(s', a)
-            _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps,
+            _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, restarts=cfg.pgd_restarts,
                                       generator=self.gen, return_value=True, start=cfg.pgd_start)
             y_adv = b.rew + cfg.gamma * (1.0 - b.done) * q_worst
             qa1_pred, qa2_pred = self.critic_adv(b.obs, b.act)
@@ -254,7 +257,7 @@ class TD3Trainer(Trainer):
         # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (inside [-1, 1]).
         q_adv = self.critic_adv.action_objective(obs, heads=("q1",))
         worst = pgd_minimize(q_adv, clean, self.config.eps_train, self.config.pgd_steps, generator=self.gen,
-                             start=self.config.pgd_start)
+                             restarts=self.config.pgd_restarts, start=self.config.pgd_start)
         q_worst, dq_worst = q_adv.value_and_grad(worst)
         self.metrics.add("actor_adv_loss", -q_worst.mean())
         g_adv = flat_grad(act, params, scale * dq_worst, retain_graph=omega > 0)

@@ -40,9 +40,10 @@ def pgd_minimize(
     value seen per row (start and final iterate included) wins. Gradients flow to the actions only:
     `f`'s parameters get none, and the returned tensor is detached. With `return_value`, also returns
     f at the returned actions. eps = 0 returns `a` unchanged; steps = 0 is a random search of
-    `restarts` points. `start="fgsm"` makes the first restart begin at the better (row by row) of its
-    random point and the box corner one full-budget signed gradient step from `a` (the clean action is
-    then a candidate too); later restarts stay random. An `f` with a `value_and_grad(x) -> (f(x), df/dx)` method (e.g.
+    `restarts` points. `start="fgsm"` makes the first restart begin at the box corner one full-budget
+    signed gradient step from `a` (the clean action is then a candidate too); the other restarts stay
+    random, and they are what finds minima the local gradient points away from (a cliff on the far side
+    of the action), so use fgsm with restarts >= 2. An `f` with a `value_and_grad(x) -> (f(x), df/dx)` method (e.g.
     :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd. ValueError
     for a negative eps or steps, `a` not (B, d), or an unknown start.
     """
@@ -76,21 +77,15 @@ def pgd_minimize(
         best_x = torch.where(better.unsqueeze(-1), x, best_x)
 
     for restart in range(restarts):
-        u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
-        x = lo + (hi - lo) * u
         if restart == 0 and start == "fgsm":
-            # Also try the box corner one full-budget signed step from the clean action (the worst point
-            # of f's linearisation) and start from the better of the two, row by row. The corner is a
-            # strong start when f is smooth; the random point keeps finding minima the local gradient
-            # points away from (a cliff on the other side of the action), as a random start does.
+            # The box corner one full-budget signed step from the clean action: the worst point of f's
+            # linearisation, a strong start where f is smooth. The clean action is a candidate too.
             v_clean, grad = value_and_grad(a)
             keep_best(a, v_clean)
-            corner = torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi)
-            with torch.no_grad():
-                v_corner, v_random = f(corner).detach(), f(x).detach()
-            keep_best(corner, v_corner)
-            keep_best(x, v_random)
-            x = torch.where((v_corner <= v_random).unsqueeze(-1), corner, x)
+            x = torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi)
+        else:
+            u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
+            x = lo + (hi - lo) * u
         for _ in range(steps):
             v, grad = value_and_grad(x)
             keep_best(x, v)

@@ -6,7 +6,7 @@ repetition so that load from other processes hits every variant alike):
 1. **raw**: `num_envs` plain `gymnasium.make(env)` copies stepped in a Python loop with pre-sampled
    uniform random actions (resets included): the simulator's own speed, the ceiling of evaluation.
 2. **nominal**: `rollout.evaluate(policy, "none")` at the same num_envs (policy batched over envs).
-3. **attacks**: min-q and min-oa-q with the default PGD (10 steps, fgsm start) and with the
+3. **attacks**: min-q and min-oa-q with the default PGD (2 starts: FGSM corner + random, 5 steps each) and with the
    reference PGD (20 steps from a uniform random start, the textbook cold start), by num_envs and,
    at `--sweep-envs`, by PGD steps.
 4. **strength** (`--strength-episodes`): mean return under each attack on the *same* episodes (the
@@ -37,8 +37,8 @@ from robustbench_rl.attacks.critic import make_policy_attack
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 
-DEFAULT = {"pgd_steps": 10, "pgd_start": "fgsm"}
-REFERENCE = {"pgd_steps": 20, "pgd_start": "random"}
+DEFAULT = {"pgd_steps": 5, "restarts": 2, "pgd_start": "fgsm"}
+REFERENCE = {"pgd_steps": 20, "restarts": 1, "pgd_start": "random"}
 
 
 def raw_sim_sps(env_id: str, num_envs: int, steps: int, seed: int) -> float:
@@ -146,13 +146,14 @@ def main() -> None:
     # PGD-steps sweep at one num_envs.
     by_steps = {}
     print(f"\nPGD steps sweep at num_envs {args.sweep_envs} (steps/s, % of nominal):\n")
-    print("| PGD steps | " + " | ".join(f"{n} {s}" for n, _ in targets for s in ("fgsm", "random")) + " |")
+    print("| PGD steps per start | " + " | ".join(f"{n} {s}" for n, _ in targets
+                                               for s in ("fgsm+random x2", "random x1")) + " |")
     print("| ---: |" + " ---: |" * (2 * len(targets)))
     nominal = by_envs.get(args.sweep_envs, {}).get("nominal", (None,))[0]
     for k in [int(x) for x in args.sweep_steps.split(",")]:
         variants = {"nominal": (policy, "none"),
-                    **attacks({"fgsm": {"pgd_steps": k, "pgd_start": "fgsm"},
-                               "random": {"pgd_steps": k, "pgd_start": "random"}})}
+                    **attacks({"fgsm+random x2": {"pgd_steps": k, "restarts": 2, "pgd_start": "fgsm"},
+                               "random x1": {"pgd_steps": k, "restarts": 1, "pgd_start": "random"}})}
         res = timed(variants, args.sweep_envs, args.eps, args.steps_per_cell, args.reps, args.seed, env_id)
         by_steps[k] = res
         nom = res["nominal"][0]
@@ -162,7 +163,7 @@ def main() -> None:
 
     # 4: strength on the same episodes.
     print(f"\nReturn under attack, {args.strength_episodes} paired episodes (same seeds), num_envs {args.sweep_envs}:\n")
-    print("| attack | eps | default (10, fgsm) | reference (20, random) | default - reference [95% CI] |")
+    print("| attack | eps | default (fgsm + random, 5 steps each) | reference (20 steps, random) | default - reference [95% CI] |")
     print("| --- | ---: | ---: | ---: | --- |")
     for eps in [float(x) for x in args.strength_eps.split(",")]:
         for name, pol in targets:

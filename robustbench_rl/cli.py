@@ -14,7 +14,7 @@ import click
 import pandas as pd
 
 from robustbench_rl.attacks.base import ThreatModelViolation, check_eps, list_attacks
-from robustbench_rl.attacks.critic import DEFAULT_PGD_START, DEFAULT_PGD_STEPS
+from robustbench_rl.attacks.critic import DEFAULT_PGD_RESTARTS, DEFAULT_PGD_START, DEFAULT_PGD_STEPS
 from robustbench_rl.attacks.pgd import PGD_STARTS
 from robustbench_rl.checkpoint import CheckpointError, read_metadata
 from robustbench_rl.envs import EnvError
@@ -131,10 +131,11 @@ def format_metadata(meta: dict) -> str:
 @click.option("--pgd-steps", default=DEFAULT_PGD_STEPS, show_default=True, type=click.IntRange(min=1),
               help="PGD steps of min-q / min-oa-q.")
 @click.option("--pgd-start", default=DEFAULT_PGD_START, show_default=True, type=click.Choice(PGD_STARTS),
-              help="PGD start of min-q / min-oa-q: fgsm (the better of the FGSM corner and a random point) "
-                   "or random (uniform in the box).")
-@click.option("--restarts", default=1, show_default=True, type=click.IntRange(min=1),
-              help="PGD random restarts of min-q / min-oa-q (the best per state wins).")
+              help="First PGD start of min-q / min-oa-q: fgsm (the box corner one signed gradient step from "
+                   "the clean action) or random (uniform in the box).")
+@click.option("--restarts", default=DEFAULT_PGD_RESTARTS, show_default=True, type=click.IntRange(min=1),
+              help="PGD starts of min-q / min-oa-q per state (the best wins; with --pgd-start fgsm the first "
+                   "is the FGSM corner, the others random).")
 @click.option("--fit-steps", default=None, type=click.IntRange(min=1),
               help="TD steps when a critic must be fitted (default: the standard budget, see `rbrl fit-critic`).")
 @click.option("--eps-train", default=None, type=click.FloatRange(0.0, 2.0),

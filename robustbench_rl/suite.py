@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_rl.attacks.base import check_eps
-from robustbench_rl.attacks.critic import DEFAULT_PGD_START, DEFAULT_PGD_STEPS
+from robustbench_rl.attacks.critic import DEFAULT_PGD_RESTARTS, DEFAULT_PGD_START, DEFAULT_PGD_STEPS
 from robustbench_rl.attacks.pgd import PGD_STARTS
 
 try:
@@ -62,7 +62,7 @@ class Suite:
     """Critic source for min-q / min-oa-q: own, fitted, or auto (own when the checkpoint has it)."""
     pgd_steps: int = DEFAULT_PGD_STEPS
     pgd_start: str = DEFAULT_PGD_START
-    pgd_restarts: int = 1
+    pgd_restarts: int = DEFAULT_PGD_RESTARTS
     pgd_step_size: float | None = None
     num_envs: int = 8
     """Episodes run side by side inside one cell."""

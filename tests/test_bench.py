@@ -54,7 +54,7 @@ def test_suite_defaults_and_relative_paths(tmp_path, random_checkpoint):
     assert Path(suite.policies[0].spec) == ckpt.resolve()  # relative to the suite file, not the cwd
     assert suite.attacks == ("random", "biggest", "min-q", "min-oa-q")
     assert suite.eps == (0.05, 0.1, 0.2, 0.3)
-    assert (suite.episodes, suite.eval_seeds, suite.critic, suite.pgd_steps, suite.pgd_start) == (10, (0,), "auto", 10, "fgsm")
+    assert (suite.episodes, suite.eval_seeds, suite.critic, suite.pgd_steps, suite.pgd_start) == (10, (0,), "auto", 5, "fgsm")
     assert (suite.workers, suite.threads_per_worker) == (0, 1)
 
 

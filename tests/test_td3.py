@@ -267,7 +267,7 @@ def test_actor_gradient_equals_end_to_end_autograd(omega):
     else:
         state = trainer.gen.get_state()
         worst = pgd_minimize(trainer.critic_adv.action_objective(obs, ("q1",)), act.detach(), cfg.eps_train,
-                             cfg.pgd_steps, generator=trainer.gen, start=cfg.pgd_start)
+                             cfg.pgd_steps, restarts=cfg.pgd_restarts, generator=trainer.gen, start=cfg.pgd_start)
         trainer.gen.set_state(state)
         perturbed = (act + (worst - act.detach())).clamp(-1.0, 1.0)
         loss = -trainer.critic_adv.q1(torch.cat([obs, perturbed], -1)).mean()
