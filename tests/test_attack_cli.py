@@ -83,3 +83,5 @@ def test_own_critic_that_the_checkpoint_lacks_is_a_one_line_error(ledge_td3_poli
     assert res.exit_code != 0 and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--pgd-steps", "0"])
     assert res.exit_code != 0 and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--pgd-start", "zero"])
+    assert res.exit_code != 0 and "--pgd-start" in res.output and "Traceback" not in res.output

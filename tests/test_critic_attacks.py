@@ -288,3 +288,37 @@ def test_sanity_flags_fire_on_suspicious_tables_only():
     flags = sanity_flags(healthy, grad)
     assert [(f.check, f.attack) for f in flags] == [("zero_critic_gradient", "min-q")]
     assert "90%" in str(flags[0]) and "sanity flags (1)" in format_flags(flags)
+
+
+def test_default_pgd_is_no_weaker_than_20_cold_steps_and_costs_fewer_gradients():
+    # The attacks' default (2 starts: FGSM corner + random, 5 steps each) replaced 20 steps from one
+    # random start. On random twin critics (non-convex, several local minima in the box) it must find
+    # values at least as low on average, with fewer critic gradient evaluations.
+    from robustbench_rl.attacks.critic import DEFAULT_PGD_RESTARTS, DEFAULT_PGD_START, DEFAULT_PGD_STEPS
+    from robustbench_rl.attacks.pgd import pgd_minimize
+
+    class Counting:
+        def __init__(self, objective):
+            self.objective, self.grads = objective, 0
+
+        def __call__(self, x):
+            return self.objective(x)
+
+        def value_and_grad(self, x):
+            self.grads += 1
+            return self.objective.value_and_grad(x)
+
+    found = {"default": [], "cold20": []}
+    grads = {}
+    for seed in range(4):
+        torch.manual_seed(seed)
+        critic = TwinCritic(6, 3, [64, 64]).requires_grad_(False)
+        obs, act = torch.randn(512, 6), torch.rand(512, 3) * 2 - 1
+        for name, kw in (("default", dict(steps=DEFAULT_PGD_STEPS, restarts=DEFAULT_PGD_RESTARTS, start=DEFAULT_PGD_START)),
+                         ("cold20", dict(steps=20, restarts=1, start="random"))):
+            objective = Counting(critic.action_objective(obs))
+            _, v = pgd_minimize(objective, act, 0.3, return_value=True, generator=torch.Generator().manual_seed(seed), **kw)
+            found[name].append(float(v.mean()))
+            grads[name] = objective.grads
+    assert np.mean(found["default"]) <= np.mean(found["cold20"]) + 1e-4, found
+    assert grads["default"] < grads["cold20"], grads
