@@ -43,10 +43,13 @@ def check_bound(act: Tensor, perturbed: Tensor, eps: float) -> None:
     """Raise ThreatModelViolation unless ||perturbed - act||_inf <= eps (+1e-6) and perturbed in [-1, 1]."""
     if perturbed.shape != act.shape:
         raise ThreatModelViolation(f"attack changed the action shape {tuple(act.shape)} -> {tuple(perturbed.shape)}")
-    if not torch.isfinite(perturbed).all():
-        raise ThreatModelViolation("attack returned non-finite actions")
     if perturbed.numel() == 0:
         return
+    # One fused test and one host sync per step (this runs on every evaluation step); NaN fails it too.
+    if bool(((perturbed - act).abs().amax() <= eps + BOUND_TOL) & (perturbed.abs().amax() <= 1.0 + BOUND_TOL)):
+        return
+    if not torch.isfinite(perturbed).all():
+        raise ThreatModelViolation("attack returned non-finite actions")
     dist = (perturbed - act).abs().max().item()
     if dist > eps + BOUND_TOL:
         raise ThreatModelViolation(f"attack moved the action by {dist:.6g} > eps {eps}")
