@@ -7,7 +7,11 @@ the table gives the median steps/s and the median of the per-round ratios. SB3 r
 hyperparameters: 256x256 ReLU actor and critics, Adam 3e-4, batch 256, buffer 1M, gamma 0.99, tau
 0.005, train_freq 1, policy_delay 2, target noise 0.2 clipped 0.5, N(0, 0.1) exploration noise.
 
-    python benchmarks/td3_speed.py --rounds 3 --steps 2000 --threads 1
+    python benchmarks/td3_speed.py --rounds 3 --steps 2000 --threads 1 --oa default,old,cold20
+
+OA-TD3 variants (`--oa`): `default` (the current defaults: 2 PGD starts, FGSM corner + random, 2 steps
+each), `old` (10 steps from one random start: the settings before issue 7, run on the current code),
+`cold20` (20 steps from one random start: issue 7's robustness reference).
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.envs import make_env
 
 ENV = "Hopper-v5"
+OA_VARIANTS = {
+    "default": ("2 starts x 2 steps, fgsm", {}),
+    "old": ("10 steps, 1 random start", {"pgd_steps": 10, "pgd_restarts": 1, "pgd_start": "random"}),
+    "cold20": ("20 steps, 1 random start", {"pgd_steps": 20, "pgd_restarts": 1, "pgd_start": "random"}),
+}
 
 
 def time_rbrl(config, learning_starts: int, steps: int, seed: int) -> float:
@@ -69,16 +78,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="timed learning steps per learner and round")
     ap.add_argument("--learning-starts", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pgd-steps", type=int, default=OATD3Config.pgd_steps)
+    ap.add_argument("--oa", default="default", help="comma-separated OA-TD3 variants: default, old, cold20")
     ap.add_argument("--no-sb3", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     common = {"learning_starts": args.learning_starts}
-    learners = {
-        "rbrl TD3": lambda s: time_rbrl(TD3Config(**common), args.learning_starts, args.steps, s),
-        f"rbrl OA-TD3 (pgd_steps {args.pgd_steps})": lambda s: time_rbrl(
-            OATD3Config(**common, pgd_steps=args.pgd_steps), args.learning_starts, args.steps, s),
-    }
+    learners = {"rbrl TD3": lambda s: time_rbrl(TD3Config(**common), args.learning_starts, args.steps, s)}
+    for variant in [v.strip() for v in args.oa.split(",") if v.strip()]:
+        label, pgd = OA_VARIANTS[variant]
+        learners[f"rbrl OA-TD3 {variant} ({label})"] = (
+            lambda s, pgd=pgd: time_rbrl(OATD3Config(**common, **pgd), args.learning_starts, args.steps, s))
     if not args.no_sb3:
         learners["SB3 TD3 (matched)"] = lambda s: time_sb3(args.learning_starts, args.steps, s)
     results: dict[str, list[float]] = {k: [] for k in learners}
