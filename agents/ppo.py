@@ -295,11 +295,11 @@ class PPOTrainer(Trainer):
         self.actor: GaussianActor = nets["actor"].to(device)
         self.value: ValueNet = nets["value"].to(device)
         self.params = [*self.actor.parameters(), *self.value.parameters()]
-        self.opt = torch.optim.Adam(self.params, lr=cfg.learning_rate, eps=1e-5)
+        self.opt = torch.optim.Adam(self.params, lr=cfg.learning_rate, eps=1e-5, fused=True)  # one kernel, not a loop
         if self.oa:
             self.critic_adv: TwinCritic = nets["critic_adv"].to(device)
             self.critic_adv_target = copy.deepcopy(self.critic_adv).requires_grad_(False)
-            self.critic_adv_opt = torch.optim.Adam(self.critic_adv.parameters(), lr=cfg.critic_adv_lr)
+            self.critic_adv_opt = torch.optim.Adam(self.critic_adv.parameters(), lr=cfg.critic_adv_lr, fused=True)
 
         self.obs_rms = RunningMeanStd((self.obs_dim,))
         self.ret_rms = RunningMeanStd(())
