@@ -3,7 +3,7 @@
 Two parts:
 
 * `ledge`: trains OA-TD3 on rbrl/Ledge-v0 (64x64 nets, 3,000 steps, eps_train 0.2, like the tests) for
-  `--seeds` seeds with the default PGD (3 steps, fgsm start) and with the reference (20 steps, random
+  `--seeds` seeds with the default PGD (2 starts x 2 steps, fgsm) and with the reference (20 steps, 1 random
   start), at omega 0.5 (the default) and omega 0 (robust objective only), and reports the learned action,
   the exact worst-case return at eps_train (brute force over the box: Ledge has one step) and the return
   under min-oa-q at eps_train (own critic, a strong fixed PGD: 8 starts x 20 steps, whatever the defaults).
