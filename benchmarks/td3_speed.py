@@ -11,7 +11,8 @@ hyperparameters: 256x256 ReLU actor and critics, Adam 3e-4, batch 256, buffer 1M
 
 OA-TD3 variants (`--oa`): `default` (the current defaults: 2 PGD starts, FGSM corner + random, 2 steps
 each), `old` (10 steps from one random start: the settings before issue 7, run on the current code),
-`cold20` (20 steps from one random start: issue 7's robustness reference).
+`cold20` (20 steps from one random start: issue 7's robustness reference), `min` (1 step from one random
+start: what the OA critic, its target and the OA actor gradient cost with almost no PGD).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ OA_VARIANTS = {
     "default": ("2 starts x 2 steps, fgsm", {}),
     "old": ("10 steps, 1 random start", {"pgd_steps": 10, "pgd_restarts": 1, "pgd_start": "random"}),
     "cold20": ("20 steps, 1 random start", {"pgd_steps": 20, "pgd_restarts": 1, "pgd_start": "random"}),
+    "min": ("1 step, 1 random start: the least PGD there can be", {"pgd_steps": 1, "pgd_restarts": 1,
+                                                                     "pgd_start": "random"}),
 }
 
 
@@ -78,7 +81,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="timed learning steps per learner and round")
     ap.add_argument("--learning-starts", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--oa", default="default", help="comma-separated OA-TD3 variants: default, old, cold20")
+    ap.add_argument("--oa", default="default", help="comma-separated OA-TD3 variants: default, old, cold20, min")
     ap.add_argument("--no-sb3", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
