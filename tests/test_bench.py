@@ -69,7 +69,7 @@ def test_suite_defaults_and_relative_paths(tmp_path, random_checkpoint):
     ({"policies": ["a"], "episodes": 0}, "episodes must be an integer >= 1"),
     ({"policies": ["a"], "critic": "white-box"}, "critic must be one of"),
     ({"policies": ["a"], "eval_seeds": [1, 1]}, "distinct"),
-    ({"policies": ["a"], "pgd_start": "zero"}, "pgd_start must be one of fgsm, random"),
+    ({"policies": ["a"], "pgd_start": "zero"}, "pgd_start must be one of random, fgsm"),
 ])
 def test_suite_errors_name_the_problem(data, needle):
     with pytest.raises(ValueError) as err:
