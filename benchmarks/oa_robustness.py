@@ -113,7 +113,7 @@ def main() -> None:
     if args.part == "ledge":
         ledge([int(s) for s in args.seeds.split(",")], args.eps)
     else:
-        runs({"default (3, fgsm)": args.default, "reference (20, random)": args.reference}, args.eps, args.episodes)
+        runs({"default (fgsm 2x2)": args.default, "reference (random 20x1)": args.reference}, args.eps, args.episodes)
 
 
 if __name__ == "__main__":
