@@ -52,10 +52,11 @@ class CriticAttack:
     """PGD on a critic inside the threat model's box: the shared body of Min-Q and Min-OA-Q.
 
     `critic` maps raw observations (B, obs_dim) and normalised actions (B, d) to values (B,); twin
-    critics already return the minimum over their heads. `steps` sign-gradient steps (default 20),
+    critics already return the minimum over their heads. `steps` sign-gradient steps per start,
     `restarts` starts per row (the best row-wise wins), `step_size` (default 2.5 * eps / steps) and
     `start` ("fgsm": the first start is the FGSM corner, the others random; "random": all uniform in
-    the box) are PGD's options; the defaults are DEFAULT_PGD_STEPS / _RESTARTS / _START. All randomness (the random starts) comes from the generator
+    the box) are PGD's options; the defaults are DEFAULT_PGD_STEPS / _RESTARTS / _START. All
+    randomness (the random starts) comes from the generator
     passed to :meth:`perturb`.
     """
 
