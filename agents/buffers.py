@@ -9,13 +9,14 @@ code).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from robustbench_rl.checkpoint import atomic_writer
 
 
 class Batch(NamedTuple):
@@ -41,9 +42,9 @@ class ReplayBuffer:
     """Ring buffer of (obs, act, rew, next_obs, done) transitions.
 
     `capacity` transitions are preallocated (float32) and zero-filled, so that every page is resident
-    from the start: the process's memory does not grow during training. `done` must be the *termination* flag (not
-    truncation): a time-limit cut still bootstraps from next_obs, which must then be the real final
-    observation, not the reset one.
+    from the start: the process's memory does not grow during training. `done` must be the
+    *termination* flag (not truncation): a time-limit cut still bootstraps from next_obs, which must
+    then be the real final observation, not the reset one.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: str | torch.device = "cpu") -> None:
@@ -97,22 +98,13 @@ class ReplayBuffer:
         the buffer (CPU rows are written straight from memory, device rows a chunk at a time): a full
         1M-transition Humanoid buffer is ~2.9 GB, and a copy at every checkpoint would double the peak
         memory of the run. Atomic: a temp file in the same folder, fsynced, then renamed."""
-        path = Path(path)
         spans = [(self.pos, self.capacity), (0, self.pos)] if self.size == self.capacity else [(0, self.size)]
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for key in _FIELDS:
-                    field = getattr(self, key)
-                    for lo, hi in spans:
-                        for start in range(lo, hi, _CHUNK_ROWS):
-                            fh.write(field[start:min(hi, start + _CHUNK_ROWS)].cpu().numpy().data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as fh:
+            for key in _FIELDS:
+                field = getattr(self, key)
+                for lo, hi in spans:
+                    for start in range(lo, hi, _CHUNK_ROWS):
+                        fh.write(field[start:min(hi, start + _CHUNK_ROWS)].cpu().numpy().data)
         return self.size
 
     def read_file(self, path: str | os.PathLike, rows: int) -> None:

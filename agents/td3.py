@@ -99,7 +99,7 @@ class OATD3Config(TD3Config):
     pgd_restarts: int = 2
     """PGD starts per row (the best wins). The default, 2 steps from the FGSM corner plus 2 from a random
     point, costs about what 4 steps from one start do; on Ledge the random start is what finds the
-    cliff on the far side of the action (BENCHMARKS.md, "OA-TD3 speed")."""
+    cliff on the far side of the action (BENCHMARKS.md, "OA-TD3 robustness with the fast defaults")."""
     surgery: bool = True
     """PCGrad gradient surgery between the nominal and OA actor gradients (only when 0 < omega < 1)."""
 
@@ -287,8 +287,7 @@ class TD3Trainer(Trainer):
         return mods
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        opts = {"actor": self.actor_opt, "critic": self.critic_opt}
-        return opts
+        return {"actor": self.actor_opt, "critic": self.critic_opt}
 
     def policy_state(self):
         modules = {"actor": self.actor, "critic": self.critic}

@@ -45,7 +45,7 @@ DEFAULT_PGD_RESTARTS = 2
 """PGD starts per state: the FGSM corner and one random point, 5 steps each. On trained Hopper critics
 this finds larger Q drops than the textbook 20 steps from one random start (the default before issue 7)
 in every critic and budget measured, at about 55% of its cost: a second start beats more steps
-(BENCHMARKS.md, "PGD strength")."""
+(BENCHMARKS.md, "PGD strength per gradient evaluation")."""
 
 
 class CriticAttack:
@@ -56,8 +56,7 @@ class CriticAttack:
     `restarts` starts per row (the best row-wise wins), `step_size` (default 2.5 * eps / steps) and
     `start` ("fgsm": the first start is the FGSM corner, the others random; "random": all uniform in
     the box) are PGD's options; the defaults are DEFAULT_PGD_STEPS / _RESTARTS / _START. All
-    randomness (the random starts) comes from the generator
-    passed to :meth:`perturb`.
+    randomness (the random starts) comes from the generator passed to :meth:`perturb`.
     """
 
     name = "critic"

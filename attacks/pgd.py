@@ -43,9 +43,9 @@ def pgd_minimize(
     `restarts` points. `start="fgsm"` makes the first restart begin at the box corner one full-budget
     signed gradient step from `a` (the clean action is then a candidate too); the other restarts stay
     random, and they are what finds minima the local gradient points away from (a cliff on the far side
-    of the action), so use fgsm with restarts >= 2. An `f` with a `value_and_grad(x) -> (f(x), df/dx)` method (e.g.
-    :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd. ValueError
-    for a negative eps or steps, `a` not (B, d), or an unknown start.
+    of the action), so use fgsm with restarts >= 2. An `f` with a `value_and_grad(x) -> (f(x), df/dx)`
+    method (e.g. :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd.
+    ValueError for a negative eps or steps, `a` not (B, d), or an unknown start.
     """
     if a.dim() != 2:
         raise ValueError(f"pgd_minimize needs actions of shape (B, d), got {tuple(a.shape)}")

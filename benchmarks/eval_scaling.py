@@ -32,6 +32,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from attack_throughput import episodes_for  # same folder: run as python benchmarks/eval_scaling.py
 
 from robustbench_rl.attacks.critic import make_policy_attack
 from robustbench_rl.policy import load_policy
@@ -59,16 +60,6 @@ def raw_sim_sps(env_id: str, num_envs: int, steps: int, seed: int) -> float:
     for env in envs:
         env.close()
     return rounds * num_envs / wall
-
-
-def episodes_for(policy, attack, eps: float, num_envs: int, steps: int, seed: int) -> int:
-    """Episodes giving at least `steps` env steps (found by doubling; these runs double as warm-up)."""
-    episodes = num_envs
-    while True:
-        res = evaluate(policy, attack, eps, episodes=episodes, seed=seed, num_envs=num_envs, progress=False)
-        if res.env_steps >= steps or episodes >= 4096:
-            return episodes
-        episodes *= 2
 
 
 def timed(variants: dict, num_envs: int, eps: float, steps: int, reps: int, seed: int, env_id: str) -> dict:

@@ -9,14 +9,15 @@ in a checkpoint can run code.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import safe_open
@@ -46,20 +47,31 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and a rename: never a half file."""
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file handle whose contents replace `path` only if the block completes.
+
+    Writes go to a temp file in the same folder, which is fsynced and renamed over `path` on success
+    and deleted on any error: a crash or an exception never leaves a half-written `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder and a rename: never a half file."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
 
 
 def state_tensors(modules: Mapping[str, nn.Module | None]) -> dict[str, torch.Tensor]:

@@ -70,10 +70,13 @@ class TwinCriticView:
     def objective(self, obs: Tensor):
         """a -> min-head Q(obs, a) for fixed obs, for PGD: with an analytic action gradient where the
         critic is a ReLU / tanh MLP (see ActionObjective), else plain autograd on :meth:`__call__`."""
+        build = getattr(self.module, "action_objective", None)
         try:
-            return self.module.action_objective(self.normalize(obs))
-        except (AttributeError, ValueError):
-            return lambda act: self(obs, act)
+            if build is not None:
+                return build(self.normalize(obs))
+        except ValueError:  # an activation ActionObjective does not write out
+            pass
+        return lambda act: self(obs, act)
 
 
 class CheckpointPolicy:

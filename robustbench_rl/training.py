@@ -36,7 +36,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import textwrap
 import time
 import typing
@@ -48,6 +47,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import tomllib
 import torch
 from torch import Tensor, nn
+
+from robustbench_rl.checkpoint import atomic_writer
 
 if TYPE_CHECKING:
     from robustbench_rl.agents.buffers import ReplayBuffer
@@ -432,16 +433,8 @@ def validate_run(run: RunConfig) -> None:
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temp file in the same folder, fsync, rename: the old file survives any crash."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        torch.save(obj, fh)
 
 
 def _write_replay(replay: ReplayBuffer, out: Path, step: int) -> dict[str, Any]:
