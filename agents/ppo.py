@@ -552,7 +552,7 @@ class PPOTrainer(Trainer):
         self._refresh_obs_stats()
         if self.oa:
             self.replay.load_state_dict(state["replay"])
-        self.gen.set_state(state["rng"].cpu() if self.device.type == "cpu" else state["rng"])
+        self.gen.set_state(state["rng"].cpu())  # generator states are CPU byte tensors, even for CUDA
         self.global_step = int(state["global_step"])
         self.iteration = int(state["iteration"])
         self._reset_envs(self.seed + self.global_step)

@@ -170,7 +170,7 @@ def critic_gradient_stats(critic: Critic, obs: Tensor, act: Tensor, rel_tol: flo
     ``states`` (the batch size). A critic flat on most states makes Min-Q no better than a random
     corner, which :func:`robustbench_rl.attacks.sanity.sanity_flags` reports.
     """
-    obs = obs.detach().to(torch.float32)
+    obs = obs.detach().to(act.device, torch.float32)  # states collected on the CPU, critic maybe on a GPU
     x = act.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         q = critic(obs, x)

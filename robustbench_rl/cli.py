@@ -17,6 +17,7 @@ from robustbench_rl.attacks.base import ThreatModelViolation, check_eps, list_at
 from robustbench_rl.attacks.critic import DEFAULT_PGD_RESTARTS, DEFAULT_PGD_START, DEFAULT_PGD_STEPS
 from robustbench_rl.attacks.pgd import PGD_STARTS
 from robustbench_rl.checkpoint import CheckpointError, read_metadata
+from robustbench_rl.device import DEVICE_HELP, resolve_device
 from robustbench_rl.envs import EnvError
 
 USER_ERRORS = (CheckpointError, EnvError, ValueError, FileNotFoundError, FileExistsError, KeyError)
@@ -68,6 +69,22 @@ def sb3_options(fn):
                       help="Allow loading --vecnormalize, a pickle that can run code: only for files you trust.")(fn)
     return click.option("--vecnormalize", default=None, type=click.Path(dir_okay=False, exists=True),
                         help="sb3: policies: SB3 VecNormalize statistics (.pkl; needs --trust-pickle).")(fn)
+
+
+def cli_device(name: str) -> str:
+    """The --device value resolved (auto -> cuda or cpu) and checked, as a one-line usage error."""
+    try:
+        return str(resolve_device(name))
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--device") from None
+
+
+def device_option(fn):
+    """--device for commands that run a policy and PGD. CPU by default: evaluation batches are at most
+    num_envs rows, where a GPU's launch latency loses to the CPU (BENCHMARKS.md, "GPU")."""
+    return click.option("--device", "device_name", default="cpu", show_default=True,
+                        help=DEVICE_HELP + " A GPU pays for PGD on batches of hundreds of rows, not at "
+                             "8-64 envs.")(fn)
 
 
 @click.group(cls=RbrlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,10 +165,11 @@ def format_metadata(meta: dict) -> str:
 @click.option("--env", "env_id", default=None, help="Env id (default: the one the policy was trained on).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
 @sb3_options
+@device_option
 def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
            pgd_start: str, restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
            seed: int, num_envs: int, env_id: str | None, out: str | None, vecnormalize: str | None,
-           trust_pickle: bool) -> None:
+           trust_pickle: bool, device_name: str) -> None:
     """Evaluate a policy nominally and under every attack at every eps; print a table and sanity flags.
 
     Critic attacks (min-q, min-oa-q) run PGD on the policy's own critic or on one fitted for this exact
@@ -167,7 +185,9 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
 
     if out is not None and Path(out).suffix not in (".csv", ".parquet"):
         raise click.BadParameter("use a .csv or .parquet file name", param_hint="--out")
-    policy = load_policy(policy_spec, env_id=env_id, vecnormalize=vecnormalize, trust_pickle=trust_pickle)
+    device = cli_device(device_name)
+    policy = load_policy(policy_spec, device=device, env_id=env_id, vecnormalize=vecnormalize,
+                         trust_pickle=trust_pickle)
     fit_kw = {k: v for k, v in (("steps", fit_steps), ("eps_train", eps_train)) if v is not None}
     fit_config = FitConfig(**fit_kw)
     built = [(name, *make_policy_attack(policy, name, critic=critic_source, pgd_steps=pgd_steps, restarts=restarts,
@@ -233,9 +253,11 @@ def format_summary(table: pd.DataFrame) -> str:
               help="q: compare Q(s0, pi(s0)) with Monte-Carlo discounted returns of this many episodes (0: skip).")
 @click.option("--env", "env_id", default=None, help="Env id (default: the policy's; required for sb3: policies).")
 @sb3_options
+@device_option
 def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: int | None,
                    transitions: int | None, seed: int, cache_dir: str | None, out: str | None, force: bool,
-                   check_episodes: int, env_id: str | None, vecnormalize: str | None, trust_pickle: bool) -> None:
+                   check_episodes: int, env_id: str | None, vecnormalize: str | None, trust_pickle: bool,
+                   device_name: str) -> None:
     """Fit Q^pi or Q_adv^pi of a fixed policy by TD learning; cached, tied to the policy file's sha256."""
     from robustbench_rl.attacks.fit import (
         FitConfig,
@@ -248,7 +270,9 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
 
     if out is not None and Path(out).suffix != ".safetensors":
         raise click.BadParameter("use a .safetensors file name", param_hint="--out")
-    policy = load_policy(policy_spec, env_id=env_id, vecnormalize=vecnormalize, trust_pickle=trust_pickle)
+    device = cli_device(device_name)
+    policy = load_policy(policy_spec, device=device, env_id=env_id, vecnormalize=vecnormalize,
+                         trust_pickle=trust_pickle)
     opts = (("steps", steps), ("transitions", transitions), ("eps_train", eps_train), ("seed", seed))
     config = FitConfig(**{k: v for k, v in opts if v is not None})
     path = critic_cache_path(policy, kind, config, cache_dir)
@@ -263,7 +287,7 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
         click.echo(f"wrote {out}")
     if kind == "q" and check_episodes:
         obs0, mc = monte_carlo_returns(policy, config.gamma, check_episodes, seed=seed)
-        pred = critic(obs0, policy.act(obs0))
+        pred = critic(obs0, policy.act(obs0)).cpu()
         err = (pred - mc).abs().mean().item()
         click.echo(f"check: Q(s0, pi(s0)) mean {pred.mean().item():.2f} vs Monte-Carlo discounted return "
                    f"{mc.mean().item():.2f} over {check_episodes} episodes (mean abs error {err:.2f})")

@@ -62,15 +62,17 @@ class TwinCriticView:
         self.normalize = normalize
 
     def __call__(self, obs: Tensor, act: Tensor) -> Tensor:
-        return self.module.min_q(self.normalize(obs), act)
+        # States often come from the CPU (envs, replay) while the critic and actions sit on a GPU.
+        return self.module.min_q(self.normalize(obs.to(act.device)), act)
 
     def heads(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
-        return self.module(self.normalize(obs), act)
+        return self.module(self.normalize(obs.to(act.device)), act)
 
     def objective(self, obs: Tensor):
         """a -> min-head Q(obs, a) for fixed obs, for PGD: with an analytic action gradient where the
         critic is a ReLU / tanh MLP (see ActionObjective), else plain autograd on :meth:`__call__`."""
         build = getattr(self.module, "action_objective", None)
+        obs = obs.to(next(self.module.parameters()).device)
         try:
             if build is not None:
                 return build(self.normalize(obs))

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from robustbench_rl.checkpoint import atomic_writer
+from robustbench_rl.device import resolve_device
 
 if TYPE_CHECKING:
     from robustbench_rl.agents.buffers import ReplayBuffer
@@ -91,7 +92,7 @@ class RunConfig:
     log_every: int = 1_000
     """Write a progress.csv row every N env steps (also at every eval, checkpoint and the end)."""
     device: str = "cpu"
-    """Torch device for networks and buffers (cpu, cuda, cuda:1, ...)."""
+    """Torch device for networks, buffers and PGD: cpu, cuda, cuda:N, or auto (cuda when there is one)."""
     threads: int = 1
     """torch intra-op threads (0 = torch's default). 1 is robust on shared machines; try 2-4 on idle cores."""
     tensorboard: bool = False
@@ -419,12 +420,7 @@ def validate_run(run: RunConfig) -> None:
     for name in ("eval_every", "threads"):
         if getattr(run, name) < 0:
             raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
-    try:
-        torch.device(run.device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {run.device!r}; use cpu or cuda[:N]") from None
-    if torch.device(run.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {run.device!r} requested but CUDA is not available; use --device cpu")
+    resolve_device(run.device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -583,7 +579,7 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
     echo = echo or (lambda msg: None)
     out = Path(out)
     entry = get_algo(run.algo)
-    device = torch.device(run.device)
+    device = resolve_device(run.device)
     set_threads(run.threads)
     trainer = entry.trainer_cls(hp, run.env, run.seed, run.steps, device)
     resumed_from = None

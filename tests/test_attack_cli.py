@@ -85,3 +85,38 @@ def test_own_critic_that_the_checkpoint_lacks_is_a_one_line_error(ledge_td3_poli
     assert res.exit_code != 0 and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--pgd-start", "zero"])
     assert res.exit_code != 0 and "--pgd-start" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("command", ["attack", "fit-critic"])
+@pytest.mark.parametrize("device,message", [("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device"),
+                                            ("meta", "unsupported device 'meta'")])
+def test_bad_device_is_a_usage_error_naming_the_choices(ledge_td3_policy, tmp_path, command, device, message):
+    res = CliRunner().invoke(main, [command, "--policy", str(ledge_td3_policy), "--device", device,
+                                    "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"Invalid value for --device: {message}" in res.output and "cpu, cuda, cuda:N or auto" in res.output
+    assert not (tmp_path / "cache").exists()
+
+
+def test_device_names_resolve_against_what_torch_sees(monkeypatch):
+    import torch
+
+    from robustbench_rl.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU; use --device cpu"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"torch sees 2 GPU\(s\); use cuda:0..cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_cuda_without_a_gpu_says_so(ledge_td3_policy, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--device", "cuda"])
+    assert res.exit_code == 2 and "torch sees no CUDA GPU; use --device cpu" in res.output

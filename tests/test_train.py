@@ -82,6 +82,7 @@ def test_train_oa_td3_hopper_smoke_and_config_file_round_trip(tmp_path):
     (["--env", "Pendulum-v1"], "no algo given"),
     (["--algo", "td3", "--env", "Pendulum-v1", "--resume"], "nothing to resume"),
     (["--algo", "td3", "--env", "Pendulum-v1", "--config", "missing.toml"], "config file not found"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--device", "gpu0"], "unknown device 'gpu0'; use cpu, cuda"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"
