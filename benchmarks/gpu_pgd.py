@@ -131,13 +131,15 @@ def main() -> None:
     ap.add_argument("--eval-steps", type=int, default=2000)
     ap.add_argument("--parts", default="parity,pgd,train,eval", help="which parts to run")
     ap.add_argument("--json", default=None, help="also write every number here")
-    ap.add_argument("--device", default="cuda", help="the accelerated column's device (cpu only to smoke-test this script)")
+    ap.add_argument("--device", default="cuda",
+                    help="the accelerated column's device (cpu only to smoke-test this script)")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_pgd.py needs a CUDA GPU (torch.cuda.is_available() is False)")
     gpu = torch.device(args.device)
     threads = [int(t) for t in args.cpu_threads.split(",")]
-    results: dict = {"gpu": torch.cuda.get_device_name(gpu) if gpu.type == "cuda" else "none (smoke test)", "torch": torch.__version__, "cpu_cores": os.cpu_count(),
+    name = torch.cuda.get_device_name(gpu) if gpu.type == "cuda" else "none (smoke test)"
+    results: dict = {"gpu": name, "torch": torch.__version__, "cpu_cores": os.cpu_count(),
                      "machine": platform.machine(), "tf32": torch.backends.cuda.matmul.allow_tf32}
     print(f"# {results['gpu']}; torch {torch.__version__}; {os.cpu_count()} CPU cores; TF32 matmul "
           f"{'on' if results['tf32'] else 'off'}\n")
@@ -156,6 +158,15 @@ def main() -> None:
             json.dump(results, fh, indent=1)
 
 
+def on_cpu(threads: list[int], measure) -> dict[str, float]:
+    """measure(cpu device) at each torch thread count, as the table's CPU columns ("cpu<threads>")."""
+    out = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        out[f"cpu{t}"] = measure(torch.device("cpu"))
+    return out
+
+
 def print_parity(results: dict, gpu: torch.device, threads: list[int]) -> None:
     torch.set_num_threads(max(threads))
     results["parity"] = [parity(b, gpu) for b in (256, 4096)]
@@ -167,26 +178,22 @@ def print_parity(results: dict, gpu: torch.device, threads: list[int]) -> None:
               f"{p['pgd_mean_min_cuda']:.6f} |")
 
 
-
 def print_pgd(results: dict, gpu: torch.device, threads: list[int], args) -> None:
-    batches = [int(b) for b in args.batches.split(",")]
+    """Seconds per PGD call ("cuda", "cpu<threads>") by batch, printed as rows/s (ms per call)."""
     results["pgd"] = []
-    print("\nPGD on a 256x256 twin critic (Hopper: obs 11, act 3), eps 0.1; rows/s (ms per call)\n")
+    print("\nPGD on a 256x256 twin critic (Hopper: obs 11, act 3), eps 0.1; rows/s (ms per call)")
     cols = ["CUDA"] + [f"CPU {t} thr" for t in threads]
     for name, cfg in PGD_CONFIGS.items():
         print(f"\n{name}\n\n| batch | " + " | ".join(cols) + " | CUDA / best CPU |")
         print("| ---: |" + " ---: |" * (len(cols) + 1))
-        for b in batches:
-            row = {"config": name, "batch": b, "cuda_s": pgd_time(gpu, b, cfg, args.reps)}
-            for t in threads:
-                torch.set_num_threads(t)
-                row[f"cpu{t}_s"] = pgd_time(torch.device("cpu"), b, cfg, args.cpu_reps)
+        for b in [int(x) for x in args.batches.split(",")]:
+            row = {"config": name, "batch": b, "cuda": pgd_time(gpu, b, cfg, args.reps)}
+            cpu = on_cpu(threads, lambda dev, b=b, cfg=cfg: pgd_time(dev, b, cfg, args.cpu_reps))
+            row.update(cpu)
             results["pgd"].append(row)
-            cells = [row["cuda_s"]] + [row[f"cpu{t}_s"] for t in threads]
-            best_cpu = min(cells[1:])
+            cells = [row["cuda"], *cpu.values()]
             print(f"| {b} | " + " | ".join(f"{b / s:,.0f} ({1e3 * s:.2f})" for s in cells)
-                  + f" | {best_cpu / row['cuda_s']:.1f}x |", flush=True)
-
+                  + f" | {min(cpu.values()) / row['cuda']:.1f}x |", flush=True)
 
 
 def print_train(results: dict, gpu: torch.device, threads: list[int], args) -> None:
@@ -195,34 +202,34 @@ def print_train(results: dict, gpu: torch.device, threads: list[int], args) -> N
     print("| learner | CUDA | " + " | ".join(f"CPU {t} thr" for t in threads) + " |")
     print("| --- | ---: |" + " ---: |" * len(threads))
     for name, config in (("TD3", TD3Config(learning_starts=1000)), ("OA-TD3", OATD3Config(learning_starts=1000))):
-        row = {"learner": name, "cuda": train_sps(config, gpu, 1000, args.train_steps)}
-        for t in threads:
-            torch.set_num_threads(t)
-            row[f"cpu{t}"] = train_sps(config, torch.device("cpu"), 1000, args.train_steps)
-        results["train"].append(row)
-        print(f"| {name} | {row['cuda']:.1f} | " + " | ".join(f"{row[f'cpu{t}']:.1f}" for t in threads) + " |",
-              flush=True)
+        def measure(dev, config=config):
+            return train_sps(config, dev, 1000, args.train_steps)
 
+        row = {"learner": name, "cuda": measure(gpu)}
+        cpu = on_cpu(threads, measure)
+        row.update(cpu)
+        results["train"].append(row)
+        print(f"| {name} | {row['cuda']:.1f} | " + " | ".join(f"{v:.1f}" for v in cpu.values()) + " |", flush=True)
 
 
 def print_eval(results: dict, gpu: torch.device, threads: list[int], args) -> None:
-    if True:
-        results["eval"] = []
-        targets = [("none", args.policy), ("min-q", args.policy)] + (
-            [("min-oa-q", args.oa_policy)] if args.oa_policy else [])
-        print("\nAttacked evaluation, Hopper-v5, eps 0.1, default PGD (env steps/s)\n")
-        print("| num_envs | attack | CUDA | " + " | ".join(f"CPU {t} thr" for t in threads) + " |")
-        print("| ---: | --- | ---: |" + " ---: |" * len(threads))
-        for n in [int(x) for x in args.num_envs.split(",")]:
-            for attack_name, spec in targets:
-                row = {"num_envs": n, "attack": attack_name,
-                       "cuda": eval_sps(spec, attack_name, str(gpu), n, args.eval_steps)}
-                for t in threads:
-                    torch.set_num_threads(t)
-                    row[f"cpu{t}"] = eval_sps(spec, attack_name, "cpu", n, args.eval_steps)
-                results["eval"].append(row)
-                print(f"| {n} | {attack_name} | {row['cuda']:,.0f} | "
-                      + " | ".join(f"{row[f'cpu{t}']:,.0f}" for t in threads) + " |", flush=True)
+    results["eval"] = []
+    targets = [("none", args.policy), ("min-q", args.policy)] + (
+        [("min-oa-q", args.oa_policy)] if args.oa_policy else [])
+    print("\nAttacked evaluation, Hopper-v5, eps 0.1, default PGD (env steps/s)\n")
+    print("| num_envs | attack | CUDA | " + " | ".join(f"CPU {t} thr" for t in threads) + " |")
+    print("| ---: | --- | ---: |" + " ---: |" * len(threads))
+    for n in [int(x) for x in args.num_envs.split(",")]:
+        for attack_name, spec in targets:
+            def measure(dev, spec=spec, attack_name=attack_name, n=n):
+                return eval_sps(spec, attack_name, str(dev), n, args.eval_steps)
+
+            row = {"num_envs": n, "attack": attack_name, "cuda": measure(gpu)}
+            cpu = on_cpu(threads, measure)
+            row.update(cpu)
+            results["eval"].append(row)
+            print(f"| {n} | {attack_name} | {row['cuda']:,.0f} | " + " | ".join(f"{v:,.0f}" for v in cpu.values())
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":
