@@ -102,12 +102,19 @@ class OATD3Config(TD3Config):
     cliff on the far side of the action (BENCHMARKS.md, "OA-TD3 robustness with the fast defaults")."""
     surgery: bool = True
     """PCGrad gradient surgery between the nominal and OA actor gradients (only when 0 < omega < 1)."""
+    oa_every: int = 1
+    """Updates per OA update: the OA critic's step (with its PGD target) runs on every oa_every-th
+    batch, and the OA actor gradient is recomputed at the first actor step after it; actor steps in
+    between reuse that OA gradient (a few updates stale) with a fresh nominal one. 1 = every update
+    (the paper's schedule). See README, "What OA-TD3 costs", for the measured speed and robustness."""
 
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.omega <= 1.0:
             raise ValueError(f"omega must be in [0, 1], got {self.omega}")
         check_eps(self.eps_train)
+        if self.oa_every < 1:
+            raise ValueError(f"oa-every must be >= 1 (1 = an OA update on every update), got {self.oa_every}")
         if self.pgd_steps < 1 or self.pgd_restarts < 1:
             raise ValueError(f"pgd-steps and pgd-restarts must be >= 1, got {self.pgd_steps}, {self.pgd_restarts}")
         if self.pgd_start not in PGD_STARTS:
@@ -152,6 +159,9 @@ class TD3Trainer(Trainer):
             self.metric_names += ("critic_adv_loss", "actor_adv_loss", "q_adv_mean", "pgd_q_drop", "conflict_share")
         self.metrics = MetricSum(self.metric_names)
         self.n_updates = 0
+        # OA-TD3 with oa_every > 1: the last OA actor gradient (flat), reused until the next OA update.
+        self.g_adv: Tensor | None = None
+        self.g_adv_due = True
         self._reset_env(seed)
 
     # ---- data collection -------------------------------------------------------------------------
@@ -209,7 +219,8 @@ class TD3Trainer(Trainer):
         self.metrics.add("q_mean", q1_pred.mean())
         loss = critic_loss
 
-        if self.oa:  # OA critic: the target acts under the worst perturbation of the smoothed target action
+        if self.oa and self.n_updates % cfg.oa_every == 0:
+            # OA critic: the target acts under the worst perturbation of the smoothed target action
             q_adv_target = self.critic_adv_target.action_objective(b.next_obs)  # a -> min_i Q_adv'_i(s', a)
             _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, restarts=cfg.pgd_restarts,
                                       generator=self.gen, return_value=True, start=cfg.pgd_start)
@@ -219,8 +230,9 @@ class TD3Trainer(Trainer):
             loss = loss + critic_adv_loss  # disjoint parameters: one backward gives each critic its own gradient
             self.metrics.add("critic_adv_loss", critic_adv_loss)
             self.metrics.add("q_adv_mean", qa1_pred.mean())
-            if self.n_updates % PGD_METRIC_EVERY == 0:  # a monitor, so a sample of updates is enough
+            if (self.n_updates // cfg.oa_every) % PGD_METRIC_EVERY == 0:  # a monitor: a sample is enough
                 self.metrics.add("pgd_q_drop", (q_adv_target(next_act) - q_worst).mean())
+            self.g_adv_due = True  # the OA critic moved: the next actor step recomputes its OA gradient
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_opt.step()
@@ -253,14 +265,17 @@ class TD3Trainer(Trainer):
                 p.grad = g
             self.actor_opt.step()
             return
-        # The worst perturbation of the current action, held fixed while differentiating (Danskin):
-        # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (inside [-1, 1]).
-        q_adv = self.critic_adv.action_objective(obs, heads=("q1",))
-        worst = pgd_minimize(q_adv, clean, self.config.eps_train, self.config.pgd_steps, generator=self.gen,
-                             restarts=self.config.pgd_restarts, start=self.config.pgd_start)
-        q_worst, dq_worst = q_adv.value_and_grad(worst)
-        self.metrics.add("actor_adv_loss", -q_worst.mean())
-        g_adv = flat_grad(act, params, scale * dq_worst, retain_graph=omega > 0)
+        if self.g_adv_due or self.g_adv is None:
+            # The worst perturbation of the current action, held fixed while differentiating (Danskin):
+            # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (in [-1, 1]).
+            q_adv = self.critic_adv.action_objective(obs, heads=("q1",))
+            worst = pgd_minimize(q_adv, clean, self.config.eps_train, self.config.pgd_steps, generator=self.gen,
+                                 restarts=self.config.pgd_restarts, start=self.config.pgd_start)
+            q_worst, dq_worst = q_adv.value_and_grad(worst)
+            self.metrics.add("actor_adv_loss", -q_worst.mean())
+            self.g_adv = flat_grad(act, params, scale * dq_worst, retain_graph=omega > 0)
+            self.g_adv_due = False
+        g_adv = self.g_adv  # with oa_every > 1, possibly from an earlier batch and actor: see OATD3Config
         if omega == 0.0:
             grad = g_adv
         else:
@@ -302,6 +317,7 @@ class TD3Trainer(Trainer):
             "modules": {k: m.state_dict() for k, m in self._modules().items()},
             "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
             "rng": self.gen.get_state(),
+            **({"g_adv": self.g_adv, "g_adv_due": self.g_adv_due} if self.oa else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -312,6 +328,8 @@ class TD3Trainer(Trainer):
         self.gen.set_state(state["rng"].cpu())  # generator states are CPU byte tensors, even for CUDA
         self.global_step = int(state["global_step"])
         self.n_updates = int(state["n_updates"])
+        if self.oa:  # states saved before oa_every existed have neither: recompute at the next actor step
+            self.g_adv, self.g_adv_due = state.get("g_adv"), bool(state.get("g_adv_due", True))
         self._reset_env(self.seed + self.global_step)
 
     def close(self) -> None:

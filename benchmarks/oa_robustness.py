@@ -3,14 +3,16 @@
 Two parts:
 
 * `ledge`: trains OA-TD3 on rbrl/Ledge-v0 (64x64 nets, 3,000 steps, eps_train 0.2, like the tests) for
-  `--seeds` seeds with the default PGD (2 starts x 2 steps, fgsm) and with the reference (20 steps, 1 random
-  start), at omega 0.5 (the default) and omega 0 (robust objective only), and reports the learned action,
+  `--seeds` seeds in each `--variants` (by default: the defaults, 2 PGD starts x 2 steps from fgsm, and the
+  reference, 20 steps from 1 random start; also `every-update` and `oa-every=K` for the OA update period),
+  at omega 0.5 (the default) and omega 0 (robust objective only), and reports the learned action,
   the exact worst-case return at eps_train (brute force over the box: Ledge has one step) and the return
   under min-oa-q at eps_train (own critic, a strong fixed PGD: 8 starts x 20 steps, whatever the defaults).
 * `runs`: evaluates trained run directories (e.g. InvertedPendulum-v5 OA-TD3 seeds trained both ways)
   nominally and under min-oa-q, min-q (own critics) and random at `--eps`, on the same episodes.
 
     python benchmarks/oa_robustness.py ledge --seeds 0,1,2,3,4
+    python benchmarks/oa_robustness.py ledge --variants every-update,oa-every=4,oa-every=8,oa-every=12
     python benchmarks/oa_robustness.py runs --default ip/default/seed_* --reference ip/reference*/seed_* \\
         --eps 0.1 --episodes 20
 """
@@ -31,17 +33,29 @@ from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 
-PGD = {"default": {}, "reference": {"pgd_steps": 20, "pgd_start": "random", "pgd_restarts": 1}}
+VARIANTS = {
+    "default": {},
+    "every-update": {"oa_every": 1},  # the default PGD with an OA update on every update (the paper's schedule)
+    "reference": {"pgd_steps": 20, "pgd_start": "random", "pgd_restarts": 1, "oa_every": 1},
+}
 
 
-def ledge(seeds: list[int], eps: float) -> None:
+def variant(name: str) -> dict:
+    """A named variant, or `oa-every=K` (the default PGD with OA updates every K-th update)."""
+    if name.startswith("oa-every="):
+        return {"oa_every": int(name.split("=", 1)[1])}
+    return VARIANTS[name]
+
+
+def ledge(seeds: list[int], eps: float, variants: list[str], omegas: list[float]) -> None:
     torch.set_num_threads(1)
     print(f"Ledge, OA-TD3 64x64, 3,000 steps, eps_train {eps}; per seed: learned action a / exact worst-case "
           "return / return under min-oa-q (own critic, 8 starts x 20 steps)\n")
-    print("| omega | PGD | a (per seed) | worst-case return, mean [min, max] | min-oa-q return, mean | train s/run |")
+    print("| omega | OA-TD3 variant | a (per seed) | worst-case return, mean [min, max] | min-oa-q return, mean | train s/run |")
     print("| ---: | --- | --- | --- | ---: | ---: |")
-    for omega in (0.5, 0.0):
-        for label, pgd in PGD.items():
+    for omega in omegas:
+        for label in variants:
+            pgd = variant(label)
             acts, worst, attacked, secs = [], [], [], []
             for seed in seeds:
                 cfg = OATD3Config(hidden=[64, 64], learning_starts=500, eps_train=eps, omega=omega, **pgd)
@@ -104,16 +118,24 @@ def main() -> None:
     p1 = sub.add_parser("ledge")
     p1.add_argument("--seeds", default="0,1,2,3,4")
     p1.add_argument("--eps", type=float, default=0.2)
+    p1.add_argument("--variants", default="default,reference",
+                    help=f"comma-separated: {', '.join(VARIANTS)} or oa-every=K")
+    p1.add_argument("--omegas", default="0.5,0")
     p2 = sub.add_parser("runs")
-    p2.add_argument("--default", nargs="+", required=True, help="run dirs trained with the default PGD")
-    p2.add_argument("--reference", nargs="+", required=True, help="run dirs trained with 20-step cold PGD")
+    p2.add_argument("--default", nargs="+", default=[], help="run dirs trained with the default PGD")
+    p2.add_argument("--reference", nargs="+", default=[], help="run dirs trained with 20-step cold PGD")
+    p2.add_argument("--group", nargs="+", action="append", default=[], metavar="LABEL DIR",
+                    help="another group: its label, then its run dirs (repeatable)")
     p2.add_argument("--eps", type=float, default=0.1)
     p2.add_argument("--episodes", type=int, default=20)
     args = ap.parse_args()
     if args.part == "ledge":
-        ledge([int(s) for s in args.seeds.split(",")], args.eps)
+        ledge([int(s) for s in args.seeds.split(",")], args.eps, args.variants.split(","),
+              [float(w) for w in args.omegas.split(",")])
     else:
-        runs({"default (fgsm 2x2)": args.default, "reference (random 20x1)": args.reference}, args.eps, args.episodes)
+        groups = {"default (fgsm 2x2)": args.default, "reference (random 20x1)": args.reference}
+        groups |= {g[0]: g[1:] for g in args.group}
+        runs({k: v for k, v in groups.items() if v}, args.eps, args.episodes)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ hyperparameters: 256x256 ReLU actor and critics, Adam 3e-4, batch 256, buffer 1M
 OA-TD3 variants (`--oa`): `default` (the current defaults: 2 PGD starts, FGSM corner + random, 2 steps
 each), `old` (10 steps from one random start: the settings before issue 7, run on the current code),
 `cold20` (20 steps from one random start: issue 7's robustness reference), `min` (1 step from one random
-start: what the OA critic, its target and the OA actor gradient cost with almost no PGD).
+start: what the OA critic, its target and the OA actor gradient cost with almost no PGD), `every-update`
+(the default PGD with an OA update on every update, `oa_every` 1) and `oa-every=K` (the default PGD, OA
+updates every K-th update). `old`, `cold20` and `min` update the OA critic on every update, as before.
 """
 
 from __future__ import annotations
@@ -31,11 +33,20 @@ from robustbench_rl.envs import make_env
 ENV = "Hopper-v5"
 OA_VARIANTS = {
     "default": ("2 starts x 2 steps, fgsm", {}),
-    "old": ("10 steps, 1 random start", {"pgd_steps": 10, "pgd_restarts": 1, "pgd_start": "random"}),
-    "cold20": ("20 steps, 1 random start", {"pgd_steps": 20, "pgd_restarts": 1, "pgd_start": "random"}),
+    "old": ("10 steps, 1 random start", {"pgd_steps": 10, "pgd_restarts": 1, "pgd_start": "random", "oa_every": 1}),
+    "cold20": ("20 steps, 1 random start", {"pgd_steps": 20, "pgd_restarts": 1, "pgd_start": "random", "oa_every": 1}),
     "min": ("1 step, 1 random start: the least PGD there can be", {"pgd_steps": 1, "pgd_restarts": 1,
-                                                                     "pgd_start": "random"}),
+                                                                     "pgd_start": "random", "oa_every": 1}),
+    "every-update": ("default PGD, OA update on every update", {"oa_every": 1}),
 }
+
+
+def oa_variant(name: str) -> tuple[str, dict]:
+    """A named variant, or `oa-every=K` (the default PGD with an OA update on every K-th update)."""
+    if name.startswith("oa-every="):
+        k = int(name.split("=", 1)[1])
+        return f"default PGD, OA update every {k} updates", {"oa_every": k}
+    return OA_VARIANTS[name]
 
 
 def time_rbrl(config, learning_starts: int, steps: int, seed: int) -> float:
@@ -81,14 +92,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="timed learning steps per learner and round")
     ap.add_argument("--learning-starts", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--oa", default="default", help="comma-separated OA-TD3 variants: default, old, cold20, min")
+    ap.add_argument("--oa", default="default",
+                    help=f"comma-separated OA-TD3 variants: {', '.join(OA_VARIANTS)} or oa-every=K")
     ap.add_argument("--no-sb3", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     common = {"learning_starts": args.learning_starts}
     learners = {"rbrl TD3": lambda s: time_rbrl(TD3Config(**common), args.learning_starts, args.steps, s)}
     for variant in [v.strip() for v in args.oa.split(",") if v.strip()]:
-        label, pgd = OA_VARIANTS[variant]
+        label, pgd = oa_variant(variant)
         learners[f"rbrl OA-TD3 {variant} ({label})"] = (
             lambda s, pgd=pgd: time_rbrl(OATD3Config(**common, **pgd), args.learning_starts, args.steps, s))
     if not args.no_sb3:

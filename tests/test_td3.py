@@ -106,8 +106,9 @@ def test_oa_td3_same_seed_gives_identical_losses():
 
 
 @pytest.mark.parametrize("config", [TD3Config(hidden=[16, 16], learning_starts=50, batch_size=32),
-                                    OATD3Config(hidden=[16, 16], learning_starts=50, batch_size=32, pgd_steps=2)],
-                         ids=["td3", "oa-td3"])
+                                    OATD3Config(hidden=[16, 16], learning_starts=50, batch_size=32, pgd_steps=2),
+                                    OATD3Config(hidden=[16, 16], learning_starts=50, batch_size=32, oa_every=3)],
+                         ids=["td3", "oa-td3", "oa-td3-every-3"])
 def test_resume_from_saved_state_continues_exactly(config, tmp_path):
     """On Ledge (every episode is one step from the same state) a restored trainer reproduces the
     uninterrupted run bit for bit: networks, optimisers, replay buffer and RNG are all restored."""
@@ -159,10 +160,36 @@ def test_every_hyperparameter_is_documented():
 
 @pytest.mark.parametrize("kw,match", [({"omega": 1.5}, "omega"), ({"eps_train": -0.1}, "eps"),
                                       ({"pgd_steps": 0}, "pgd-steps"), ({"batch_size": 0}, "batch-size"),
-                                      ({"hidden": []}, "hidden"), ({"tau": 0.0}, "tau")])
+                                      ({"hidden": []}, "hidden"), ({"tau": 0.0}, "tau"), ({"oa_every": 0}, "oa-every")])
 def test_invalid_hyperparameters_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         OATD3Config(**kw).validate()
+
+
+def test_oa_every_k_updates_the_oa_critic_on_every_kth_batch_and_reuses_the_oa_gradient_between():
+    cfg = OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, oa_every=4)
+    trainer = TD3Trainer(cfg, LEDGE, 0, 200, CPU)
+    trainer.advance(20)
+    n0 = trainer.n_updates
+    changed, refreshed = [], []
+    for _ in range(16):
+        before = [p.clone() for p in trainer.critic_adv.parameters()]
+        nominal_before = trainer.critic.q1[0].weight.clone()
+        g_before = trainer.g_adv
+        trainer.update()
+        changed.append(any(not torch.equal(p, q) for p, q in zip(before, trainer.critic_adv.parameters(), strict=True)))
+        refreshed.append(trainer.g_adv is not g_before)
+        assert not torch.equal(nominal_before, trainer.critic.q1[0].weight)  # the nominal critic: every update
+    assert changed == [(n0 + i) % 4 == 0 for i in range(16)]
+    # The OA actor gradient is recomputed at the first actor step (every 2nd update) after an OA update.
+    assert refreshed == [(n0 + i) % 4 == 1 for i in range(16)]
+    every = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, oa_every=1), LEDGE, 0, 200, CPU)
+    every.advance(20)
+    g = []
+    for _ in range(8):
+        every.update()
+        g.append(every.g_adv)
+    assert len({id(x) for x in g}) == 4  # oa_every 1: a fresh OA gradient at every actor step
 
 
 def test_omega_one_is_td3_actor_and_omega_zero_skips_the_nominal_gradient():
