@@ -18,7 +18,9 @@ and an actor step mixing two gradients: g_nom of -Q_1(s, mu(s)) and g_adv of
 -Q_adv_1(s, clip(mu(s) + d*_s)) with d*_s from PGD held fixed (Danskin's theorem). With 0 < omega < 1
 and `surgery`, conflicting gradients are projected onto each other's normal plane (PCGrad); the step
 follows omega g_nom + (1 - omega) g_adv. At omega 1 the actor is TD3's (the OA critic is still learned,
-so `min-oa-q` can use it); at omega 0 it follows the robust objective alone.
+so `min-oa-q` can use it); at omega 0 it follows the robust objective alone. With oa_every K > 1 the OA
+critic steps on every K-th batch only and g_adv is recomputed once after each of those steps (a speed
+knob; the default 1 is the paper's schedule, see OATD3Config.oa_every).
 """
 
 from __future__ import annotations
