@@ -19,8 +19,9 @@ and an actor step mixing two gradients: g_nom of -Q_1(s, mu(s)) and g_adv of
 and `surgery`, conflicting gradients are projected onto each other's normal plane (PCGrad); the step
 follows omega g_nom + (1 - omega) g_adv. At omega 1 the actor is TD3's (the OA critic is still learned,
 so `min-oa-q` can use it); at omega 0 it follows the robust objective alone. With oa_every K > 1 the OA
-critic steps on every K-th batch only and g_adv is recomputed once after each of those steps (a speed
-knob; the default 1 is the paper's schedule, see OATD3Config.oa_every).
+critic steps on every K-th batch only and g_adv is recomputed once after each of those steps; with
+oa_batch_size N the OA parts use the first N rows of each batch. Both are speed knobs whose defaults
+are the paper's (see OATD3Config).
 """
 
 from __future__ import annotations
@@ -104,17 +105,24 @@ class OATD3Config(TD3Config):
     cliff on the far side of the action (BENCHMARKS.md, "OA-TD3 robustness with the fast defaults")."""
     surgery: bool = True
     """PCGrad gradient surgery between the nominal and OA actor gradients (only when 0 < omega < 1)."""
+    oa_batch_size: int = 0
+    """Rows of each minibatch the OA parts use (its first rows: a uniform sub-sample): the OA critic's
+    step with its PGD target, and the OA actor gradient. 0 = the whole batch (the paper's). A speed
+    knob: see README, "Cheaper OA updates", for what it costs."""
     oa_every: int = 1
     """Updates per OA update: the OA critic's step (with its PGD target) runs on every oa_every-th
     batch, and the OA actor gradient is recomputed at the first actor step after it; actor steps in
     between reuse that OA gradient (a few updates stale) with a fresh nominal one. 1 = every update
-    (the paper's schedule). See README, "What OA-TD3 costs", for the measured speed and robustness."""
+    (the paper's schedule). See README, "Cheaper OA updates", for the measured speed and robustness."""
 
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.omega <= 1.0:
             raise ValueError(f"omega must be in [0, 1], got {self.omega}")
         check_eps(self.eps_train)
+        if not 0 <= self.oa_batch_size <= self.batch_size:
+            raise ValueError(f"oa-batch-size must be 1..batch-size ({self.batch_size}), or 0 for the whole batch; "
+                             f"got {self.oa_batch_size}")
         if self.oa_every < 1:
             raise ValueError(f"oa-every must be >= 1 (1 = an OA update on every update), got {self.oa_every}")
         if self.pgd_steps < 1 or self.pgd_restarts < 1:
@@ -223,17 +231,19 @@ class TD3Trainer(Trainer):
 
         if self.oa and self.n_updates % cfg.oa_every == 0:
             # OA critic: the target acts under the worst perturbation of the smoothed target action
-            q_adv_target = self.critic_adv_target.action_objective(b.next_obs)  # a -> min_i Q_adv'_i(s', a)
-            _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, restarts=cfg.pgd_restarts,
+            n = cfg.oa_batch_size or cfg.batch_size
+            ob, ac, rw, dn, nob, nac = b.obs[:n], b.act[:n], b.rew[:n], b.done[:n], b.next_obs[:n], next_act[:n]
+            q_adv_target = self.critic_adv_target.action_objective(nob)  # a -> min_i Q_adv'_i(s', a)
+            _, q_worst = pgd_minimize(q_adv_target, nac, cfg.eps_train, cfg.pgd_steps, restarts=cfg.pgd_restarts,
                                       generator=self.gen, return_value=True, start=cfg.pgd_start)
-            y_adv = b.rew + cfg.gamma * (1.0 - b.done) * q_worst
-            qa1_pred, qa2_pred = self.critic_adv(b.obs, b.act)
+            y_adv = rw + cfg.gamma * (1.0 - dn) * q_worst
+            qa1_pred, qa2_pred = self.critic_adv(ob, ac)
             critic_adv_loss = F.mse_loss(qa1_pred, y_adv) + F.mse_loss(qa2_pred, y_adv)
             loss = loss + critic_adv_loss  # disjoint parameters: one backward gives each critic its own gradient
             self.metrics.add("critic_adv_loss", critic_adv_loss)
             self.metrics.add("q_adv_mean", qa1_pred.mean())
             if (self.n_updates // cfg.oa_every) % PGD_METRIC_EVERY == 0:  # a monitor: a sample is enough
-                self.metrics.add("pgd_q_drop", (q_adv_target(next_act) - q_worst).mean())
+                self.metrics.add("pgd_q_drop", (q_adv_target(nac) - q_worst).mean())
             self.g_adv_due = True  # the OA critic moved: the next actor step recomputes its OA gradient
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -270,12 +280,16 @@ class TD3Trainer(Trainer):
         if self.g_adv_due or self.g_adv is None:
             # The worst perturbation of the current action, held fixed while differentiating (Danskin):
             # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (in [-1, 1]).
-            q_adv = self.critic_adv.action_objective(obs, heads=("q1",))
-            worst = pgd_minimize(q_adv, clean, self.config.eps_train, self.config.pgd_steps, generator=self.gen,
-                                 restarts=self.config.pgd_restarts, start=self.config.pgd_start)
+            n = min(self.config.oa_batch_size or len(obs), len(obs))
+            # On a sub-batch, its own (small) actor forward: backward through a slice of the full batch's
+            # graph would cost the full batch.
+            act_oa = act if n == len(obs) else self.actor(obs[:n])
+            q_adv = self.critic_adv.action_objective(obs[:n], heads=("q1",))
+            worst = pgd_minimize(q_adv, act_oa.detach(), self.config.eps_train, self.config.pgd_steps,
+                                 generator=self.gen, restarts=self.config.pgd_restarts, start=self.config.pgd_start)
             q_worst, dq_worst = q_adv.value_and_grad(worst)
             self.metrics.add("actor_adv_loss", -q_worst.mean())
-            self.g_adv = flat_grad(act, params, scale * dq_worst, retain_graph=omega > 0)
+            self.g_adv = flat_grad(act_oa, params, (-1.0 / n) * dq_worst, retain_graph=omega > 0 and n == len(obs))
             self.g_adv_due = False
         g_adv = self.g_adv  # with oa_every > 1, possibly from an earlier batch and actor: see OATD3Config
         if omega == 0.0:

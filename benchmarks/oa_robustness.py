@@ -4,7 +4,8 @@ Two parts:
 
 * `ledge`: trains OA-TD3 on rbrl/Ledge-v0 (64x64 nets, 3,000 steps, eps_train 0.2, like the tests) for
   `--seeds` seeds in each `--variants` (by default: the defaults, 2 PGD starts x 2 steps from fgsm, and the
-  reference, 20 steps from 1 random start; also `every-update` and `oa-every=K` for the OA update period),
+  reference, 20 steps from 1 random start; also `every-update`, and the defaults with integer
+  hyperparameters changed, e.g. `oa-every=4` or `oa-batch-size=32+oa-every=2`),
   at omega 0.5 (the default) and omega 0 (robust objective only), and reports the learned action,
   the exact worst-case return at eps_train (brute force over the box: Ledge has one step) and the return
   under min-oa-q at eps_train (own critic, a strong fixed PGD: 8 starts x 20 steps, whatever the defaults).
@@ -12,7 +13,7 @@ Two parts:
   nominally and under min-oa-q, min-q (own critics) and random at `--eps`, on the same episodes.
 
     python benchmarks/oa_robustness.py ledge --seeds 0,1,2,3,4
-    python benchmarks/oa_robustness.py ledge --variants every-update,oa-every=4,oa-every=8,oa-every=12
+    python benchmarks/oa_robustness.py ledge --variants every-update,oa-every=4,oa-batch-size=32,reference
     python benchmarks/oa_robustness.py runs --default ip/default/seed_* --reference ip/reference*/seed_* \\
         --eps 0.1 --episodes 20
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from td3_speed import int_overrides  # same folder: run as python benchmarks/oa_robustness.py
 
 from robustbench_rl.agents.td3 import OATD3Config, TD3Trainer
 from robustbench_rl.attacks.critic import make_policy_attack
@@ -41,10 +43,8 @@ VARIANTS = {
 
 
 def variant(name: str) -> dict:
-    """A named variant, or `oa-every=K` (the default PGD with OA updates every K-th update)."""
-    if name.startswith("oa-every="):
-        return {"oa_every": int(name.split("=", 1)[1])}
-    return VARIANTS[name]
+    """A named variant, or OA-TD3's defaults with some integer hyperparameters changed (`int_overrides`)."""
+    return int_overrides(name) if "=" in name else VARIANTS[name]
 
 
 def ledge(seeds: list[int], eps: float, variants: list[str], omegas: list[float]) -> None:
@@ -119,7 +119,7 @@ def main() -> None:
     p1.add_argument("--seeds", default="0,1,2,3,4")
     p1.add_argument("--eps", type=float, default=0.2)
     p1.add_argument("--variants", default="default,reference",
-                    help=f"comma-separated: {', '.join(VARIANTS)} or oa-every=K")
+                    help=f"comma-separated: {', '.join(VARIANTS)}, or e.g. oa-every=4, oa-batch-size=32+oa-every=2")
     p1.add_argument("--omegas", default="0.5,0")
     p2 = sub.add_parser("runs")
     p2.add_argument("--default", nargs="+", default=[], help="run dirs trained with the default PGD")

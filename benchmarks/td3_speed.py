@@ -13,8 +13,9 @@ OA-TD3 variants (`--oa`): `default` (the current defaults: 2 PGD starts, FGSM co
 each), `old` (10 steps from one random start: the settings before issue 7, run on the current code),
 `cold20` (20 steps from one random start: issue 7's robustness reference), `min` (1 step from one random
 start: what the OA critic, its target and the OA actor gradient cost with almost no PGD), `every-update`
-(the default PGD with an OA update on every update, `oa_every` 1) and `oa-every=K` (the default PGD, OA
-updates every K-th update). `old`, `cold20` and `min` update the OA critic on every update, as before.
+(the default PGD with an OA update on every update, `oa_every` 1), or the defaults with integer
+hyperparameters changed: `oa-every=K`, `oa-batch-size=N`, joined by '+' (`oa-batch-size=32+oa-every=2`).
+`old`, `cold20` and `min` update the OA critic on every update, as before.
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ OA_VARIANTS = {
 }
 
 
+def int_overrides(spec: str) -> dict[str, int]:
+    """Integer hyperparameters from `name=value` pairs joined by '+', e.g. `oa-batch-size=32+oa-every=2`."""
+    return {k.replace("-", "_"): int(v) for k, v in (part.split("=", 1) for part in spec.split("+"))}
+
+
 def oa_variant(name: str) -> tuple[str, dict]:
-    """A named variant, or `oa-every=K` (the default PGD with an OA update on every K-th update)."""
-    if name.startswith("oa-every="):
-        k = int(name.split("=", 1)[1])
-        return f"default PGD, OA update every {k} updates", {"oa_every": k}
-    return OA_VARIANTS[name]
+    """A named variant, or OA-TD3's defaults with some integer hyperparameters changed (`int_overrides`)."""
+    return ("defaults but " + name, int_overrides(name)) if "=" in name else OA_VARIANTS[name]
 
 
 def time_rbrl(config, learning_starts: int, steps: int, seed: int) -> float:
@@ -93,7 +96,7 @@ def main() -> None:
     ap.add_argument("--learning-starts", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--oa", default="default",
-                    help=f"comma-separated OA-TD3 variants: {', '.join(OA_VARIANTS)} or oa-every=K")
+                    help=f"comma-separated OA-TD3 variants: {', '.join(OA_VARIANTS)}, or e.g. oa-every=4")
     ap.add_argument("--no-sb3", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 from pathlib import Path
@@ -160,7 +161,8 @@ def test_every_hyperparameter_is_documented():
 
 @pytest.mark.parametrize("kw,match", [({"omega": 1.5}, "omega"), ({"eps_train": -0.1}, "eps"),
                                       ({"pgd_steps": 0}, "pgd-steps"), ({"batch_size": 0}, "batch-size"),
-                                      ({"hidden": []}, "hidden"), ({"tau": 0.0}, "tau"), ({"oa_every": 0}, "oa-every")])
+                                      ({"hidden": []}, "hidden"), ({"tau": 0.0}, "tau"), ({"oa_every": 0}, "oa-every"),
+                                      ({"oa_batch_size": 257}, "oa-batch-size"), ({"oa_batch_size": -1}, "oa-batch-size")])
 def test_invalid_hyperparameters_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         OATD3Config(**kw).validate()
@@ -190,6 +192,28 @@ def test_oa_every_k_updates_the_oa_critic_on_every_kth_batch_and_reuses_the_oa_g
         every.update()
         g.append(every.g_adv)
     assert len({id(x) for x in g}) == 4  # oa_every 1: a fresh OA gradient at every actor step
+
+
+def test_oa_batch_size_trains_the_oa_critic_on_the_first_rows_only():
+    """Two batches equal in their first 16 rows give the OA critic the same step; the nominal critic
+    sees all 64 rows."""
+    cfg = OATD3Config(hidden=[16, 16], learning_starts=0, batch_size=64, oa_batch_size=16)
+    first = TD3Trainer(cfg, "Hopper-v5", 0, 100, CPU)
+    first.advance(70)  # fills the buffer; updates run from step 1 on
+    state = first.state_dict()
+    batch = first.buffer.sample(64, torch.Generator().manual_seed(1))
+    changed = batch._replace(rew=torch.cat([batch.rew[:16], batch.rew[16:] + 5.0]))
+    trainers = []
+    for b in (batch, changed):
+        t = TD3Trainer(cfg, "Hopper-v5", 0, 100, CPU)
+        t.load_state_dict(copy.deepcopy(state))  # Adam's load_state_dict keeps the given state tensors
+        t.n_updates = 0  # an OA update and no actor step
+        t.buffer.sample = lambda size, gen, b=b: b
+        t.update()
+        trainers.append(t)
+    a, b = trainers
+    assert all(torch.equal(p, q) for p, q in zip(a.critic_adv.parameters(), b.critic_adv.parameters(), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(a.critic.parameters(), b.critic.parameters(), strict=True))
 
 
 def test_omega_one_is_td3_actor_and_omega_zero_skips_the_nominal_gradient():
@@ -288,15 +312,18 @@ def test_rollout_buffer_fills_and_resets():
     assert not buf.full
 
 
-@pytest.mark.parametrize("omega", [1.0, 0.0])
-def test_actor_gradient_equals_end_to_end_autograd(omega):
+@pytest.mark.parametrize("omega,oa_rows", [(1.0, 0), (0.0, 0), (0.0, 24)])
+def test_actor_gradient_equals_end_to_end_autograd(omega, oa_rows):
     # The actor step differentiates the critics analytically w.r.t. the action and only the actor by
     # autograd; that must be exactly the deterministic policy gradient of -Q(s, mu(s)) (omega 1) or of
-    # -Q_adv(s, clip(mu(s) + d*)) with the PGD perturbation d* held fixed (omega 0).
-    cfg = OATD3Config(hidden=[32, 32], learning_starts=0, batch_size=64, omega=omega)
+    # -Q_adv(s, clip(mu(s) + d*)) with the PGD perturbation d* held fixed (omega 0), over the first
+    # oa_batch_size rows when that is set.
+    cfg = OATD3Config(hidden=[32, 32], learning_starts=0, batch_size=64, omega=omega, oa_batch_size=oa_rows)
     trainer = TD3Trainer(cfg, "Hopper-v5", 0, 500, CPU)
     obs = torch.randn(64, 11)
     params = list(trainer.actor.parameters())
+    if oa_rows:
+        obs_all, obs = obs, obs[:oa_rows]
     act = trainer.actor(obs)
     if omega == 1.0:
         loss = -trainer.critic.q1(torch.cat([obs, act], -1)).mean()
@@ -308,7 +335,7 @@ def test_actor_gradient_equals_end_to_end_autograd(omega):
         perturbed = (act + (worst - act.detach())).clamp(-1.0, 1.0)
         loss = -trainer.critic_adv.q1(torch.cat([obs, perturbed], -1)).mean()
     expected = torch.autograd.grad(loss, params)
-    trainer.actor_step(obs)
+    trainer.actor_step(obs_all if oa_rows else obs)
     for p, g in zip(params, expected, strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
     assert all(p.grad is None for p in trainer.critic.parameters())
