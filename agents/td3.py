@@ -231,19 +231,20 @@ class TD3Trainer(Trainer):
 
         if self.oa and self.n_updates % cfg.oa_every == 0:
             # OA critic: the target acts under the worst perturbation of the smoothed target action
-            n = cfg.oa_batch_size or cfg.batch_size
-            ob, ac, rw, dn, nob, nac = b.obs[:n], b.act[:n], b.rew[:n], b.done[:n], b.next_obs[:n], next_act[:n]
-            q_adv_target = self.critic_adv_target.action_objective(nob)  # a -> min_i Q_adv'_i(s', a)
-            _, q_worst = pgd_minimize(q_adv_target, nac, cfg.eps_train, cfg.pgd_steps, restarts=cfg.pgd_restarts,
-                                      generator=self.gen, return_value=True, start=cfg.pgd_start)
-            y_adv = rw + cfg.gamma * (1.0 - dn) * q_worst
-            qa1_pred, qa2_pred = self.critic_adv(ob, ac)
+            n = cfg.oa_batch_size or cfg.batch_size  # the OA rows: the batch's first n, a uniform sub-sample
+            oa, oa_next_act = type(b)(*(t[:n] for t in b)), next_act[:n]
+            q_adv_target = self.critic_adv_target.action_objective(oa.next_obs)  # a -> min_i Q_adv'_i(s', a)
+            _, q_worst = pgd_minimize(q_adv_target, oa_next_act, cfg.eps_train, cfg.pgd_steps,
+                                      restarts=cfg.pgd_restarts, generator=self.gen, return_value=True,
+                                      start=cfg.pgd_start)
+            y_adv = oa.rew + cfg.gamma * (1.0 - oa.done) * q_worst
+            qa1_pred, qa2_pred = self.critic_adv(oa.obs, oa.act)
             critic_adv_loss = F.mse_loss(qa1_pred, y_adv) + F.mse_loss(qa2_pred, y_adv)
             loss = loss + critic_adv_loss  # disjoint parameters: one backward gives each critic its own gradient
             self.metrics.add("critic_adv_loss", critic_adv_loss)
             self.metrics.add("q_adv_mean", qa1_pred.mean())
             if (self.n_updates // cfg.oa_every) % PGD_METRIC_EVERY == 0:  # a monitor: a sample is enough
-                self.metrics.add("pgd_q_drop", (q_adv_target(nac) - q_worst).mean())
+                self.metrics.add("pgd_q_drop", (q_adv_target(oa_next_act) - q_worst).mean())
             self.g_adv_due = True  # the OA critic moved: the next actor step recomputes its OA gradient
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
