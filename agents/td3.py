@@ -231,7 +231,7 @@ class TD3Trainer(Trainer):
 
         if self.oa and self.n_updates % cfg.oa_every == 0:
             # OA critic: the target acts under the worst perturbation of the smoothed target action
-            n = cfg.oa_batch_size or cfg.batch_size  # the OA rows: the batch's first n, a uniform sub-sample
+            n = self.oa_rows(cfg.batch_size)  # the OA rows: the batch's first n, a uniform sub-sample
             oa, oa_next_act = type(b)(*(t[:n] for t in b)), next_act[:n]
             q_adv_target = self.critic_adv_target.action_objective(oa.next_obs)  # a -> min_i Q_adv'_i(s', a)
             _, q_worst = pgd_minimize(q_adv_target, oa_next_act, cfg.eps_train, cfg.pgd_steps,
@@ -258,6 +258,10 @@ class TD3Trainer(Trainer):
             if self.oa:
                 soft_update(self.critic_adv_target, self.critic_adv, cfg.tau)
 
+    def oa_rows(self, rows: int) -> int:
+        """How many of a batch's `rows` (its first ones) the OA parts use: oa_batch_size, 0 = all of them."""
+        return min(self.config.oa_batch_size or rows, rows)
+
     def actor_step(self, obs: Tensor) -> None:
         """TD3's deterministic policy gradient step; for OA-TD3 the omega-mix of nominal and OA gradients.
 
@@ -278,10 +282,10 @@ class TD3Trainer(Trainer):
                 p.grad = g
             self.actor_opt.step()
             return
-        if self.g_adv_due or self.g_adv is None:
+        if self.g_adv_due:
             # The worst perturbation of the current action, held fixed while differentiating (Danskin):
             # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (in [-1, 1]).
-            n = min(self.config.oa_batch_size or len(obs), len(obs))
+            n = self.oa_rows(len(obs))
             # On a sub-batch, its own (small) actor forward: backward through a slice of the full batch's
             # graph would cost the full batch.
             act_oa = act if n == len(obs) else self.actor(obs[:n])
