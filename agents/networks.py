@@ -7,6 +7,8 @@ what lets a checkpoint be rebuilt without unpickling any code.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor, nn
 
@@ -85,15 +87,26 @@ class ActionObjective:
             self.biases = [torch.stack([layers[i].bias for layers in linears]).unsqueeze(1)
                            for i in range(1, len(linears[0]))]
 
+    def tile(self, r: int) -> ActionObjective:
+        """The same objective on these observations repeated r times (row i of block k is row i), so
+        that PGD can run r restarts as one batch."""
+        tiled = copy.copy(self)
+        tiled.first = self.first.repeat(1, r, 1)
+        return tiled
+
     def _hidden(self, act: Tensor) -> list[Tensor]:
         """Post-activation hidden layers, each (H, B, width)."""
         act = act.detach().unsqueeze(0).expand(self.w_act.shape[0], -1, -1)
-        pre = torch.baddbmm(self.first, act, self.w_act.mT)
-        hidden = [torch.tanh(pre) if self.tanh else torch.relu(pre)]
+        # Activations in place: each pre-activation is a fresh matmul output nobody else holds, and
+        # writing into it saves a (H, B, width) buffer per layer, which is most of the cost beside the
+        # matmuls. The backward below only needs the post-activations.
+        hidden = [self._activate_(torch.baddbmm(self.first, act, self.w_act.mT))]
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            pre = torch.baddbmm(b, hidden[-1], w.mT)
-            hidden.append(torch.tanh(pre) if self.tanh else torch.relu(pre))
+            hidden.append(self._activate_(torch.baddbmm(b, hidden[-1], w.mT)))
         return hidden
+
+    def _activate_(self, pre: Tensor) -> Tensor:
+        return pre.tanh_() if self.tanh else pre.relu_()
 
     @torch.no_grad()
     def __call__(self, act: Tensor) -> Tensor:
@@ -106,15 +119,19 @@ class ActionObjective:
         hidden = self._hidden(act)
         q = torch.baddbmm(self.biases[-1], hidden[-1], self.weights[-1].mT).squeeze(-1)  # (H, B)
         value, head = q.min(0)
-        # Backpropagate a one-hot seed (the minimising head of each row) through the layers by hand.
-        seed = (torch.arange(q.shape[0], device=q.device).unsqueeze(1) == head).to(q.dtype).unsqueeze(-1)
-        grad = seed * self.weights[-1]  # (H, B, width): d q / d last hidden
+        # Backpropagate each head's own output through its layers by hand, then keep, per row, the
+        # gradient of the head that attains the minimum (the rows are independent, so selecting at the
+        # end equals seeding the backward with a one-hot, one pass over a (H, B, width) block cheaper).
+        grad = self.weights[-1].expand_as(hidden[-1])  # d q / d last hidden, the same for every row
         for i in range(len(hidden) - 1, -1, -1):
-            h = hidden[i]
-            # The activations' own backward kernels (one fused op each, as autograd would run them).
-            grad = torch.ops.aten.tanh_backward(grad, h) if self.tanh else torch.ops.aten.threshold_backward(grad, h, 0.0)
+            # The activations' own backward kernels (one fused op each, as autograd would run them),
+            # written over the previous matmul's output (fresh, held by nobody) where there is one.
+            out = {} if i == len(hidden) - 1 else {"grad_input": grad}
+            grad = (torch.ops.aten.tanh_backward(grad, hidden[i], **out) if self.tanh
+                    else torch.ops.aten.threshold_backward(grad, hidden[i], 0.0, **out))
             grad = torch.bmm(grad, self.weights[i - 1]) if i > 0 else torch.bmm(grad, self.w_act)
-        return value, grad.sum(0)
+        mine = (torch.arange(q.shape[0], device=q.device).unsqueeze(1) == head).unsqueeze(-1)  # (H, B, 1)
+        return value, torch.where(mine, grad, 0.0).sum(0)
 
 
 class GaussianActor(nn.Module):

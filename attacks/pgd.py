@@ -44,7 +44,9 @@ def pgd_minimize(
     signed gradient step from `a` (the clean action is then a candidate too); the other restarts stay
     random, and they are what finds minima the local gradient points away from (a cliff on the far side
     of the action), so use fgsm with restarts >= 2. An `f` with a `value_and_grad(x) -> (f(x), df/dx)`
-    method (e.g. :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd.
+    method (e.g. :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd;
+    one with a `tile(r)` method (the same objective on its rows repeated r times) runs all restarts as
+    one batch, with the same result as running them one after the other.
     ValueError for a negative eps or steps, `a` not (B, d), or an unknown start.
     """
     if a.dim() != 2:
@@ -67,32 +69,51 @@ def pgd_minimize(
     value_and_grad = getattr(f, "value_and_grad", None) or _autograd_value_and_grad(f)
     best_x = a.clone()
     best_v = torch.full(a.shape[:1], float("inf"), device=a.device, dtype=a.dtype)
-
-    def keep_best(x: Tensor, v: Tensor) -> None:
-        nonlocal best_x, best_v
-        if v.shape != best_v.shape:
-            raise ValueError(f"f must map (B, d) actions to (B,) values, got {tuple(v.shape)}")
-        better = v < best_v
-        best_v = torch.where(better, v, best_v)
-        best_x = torch.where(better.unsqueeze(-1), x, best_x)
-
-    for restart in range(restarts):
-        if restart == 0 and start == "fgsm":
-            # The box corner one full-budget signed step from the clean action: the worst point of f's
-            # linearisation, a strong start where f is smooth. The clean action is a candidate too.
-            v_clean, grad = value_and_grad(a)
-            keep_best(a, v_clean)
-            x = torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi)
-        else:
-            u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
-            x = lo + (hi - lo) * u
-        for _ in range(steps):
-            v, grad = value_and_grad(x)
-            keep_best(x, v)
-            x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
-        with torch.no_grad():
-            keep_best(x, f(x).detach())
+    starts = []
+    if start == "fgsm":
+        # The box corner one full-budget signed step from the clean action: the worst point of f's
+        # linearisation, a strong start where f is smooth. The clean action is a candidate too.
+        v_clean, grad = value_and_grad(a)
+        best_x, best_v = _better(best_x, best_v, a, v_clean)
+        starts.append(torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi))
+    while len(starts) < restarts:
+        u = torch.rand(a.shape, generator=generator, device=a.device, dtype=a.dtype)
+        starts.append(lo + (hi - lo) * u)
+    tile = getattr(f, "tile", None)
+    if len(starts) > 1 and tile is not None:
+        # All restarts at once, as one batch of restarts x B rows (restart-major): the same iterates as
+        # one restart after the other, in 1/restarts of the calls, which is what counts at small batches.
+        r = len(starts)
+        found = _descend(tile(r), torch.cat(starts), lo.repeat(r, 1), hi.repeat(r, 1), step, steps)
+        found = zip(*(t.split(len(a)) for t in found), strict=True)
+    else:
+        found = (_descend(f, x, lo, hi, step, steps) for x in starts)
+    for x, v in found:  # in restart order: ties go to the earlier restart
+        best_x, best_v = _better(best_x, best_v, x, v)
     return (best_x, best_v) if return_value else best_x
+
+
+def _descend(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tensor, hi: Tensor, step: float,
+             steps: int) -> tuple[Tensor, Tensor]:
+    """`steps` projected sign-gradient steps of f from x inside [lo, hi]; the best iterate of each row
+    (the final one included) and its value."""
+    value_and_grad = getattr(f, "value_and_grad", None) or _autograd_value_and_grad(f)
+    best_x = x
+    best_v = torch.full(x.shape[:1], float("inf"), device=x.device, dtype=x.dtype)
+    for _ in range(steps):
+        v, grad = value_and_grad(x)
+        best_x, best_v = _better(best_x, best_v, x, v)
+        x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
+    with torch.no_grad():
+        return _better(best_x, best_v, x, f(x).detach())
+
+
+def _better(best_x: Tensor, best_v: Tensor, x: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Row by row, the candidate (x, v) where its value is strictly lower, else the best so far."""
+    if v.shape != best_v.shape:
+        raise ValueError(f"f must map (B, d) actions to (B,) values, got {tuple(v.shape)}")
+    better = v < best_v
+    return torch.where(better.unsqueeze(-1), x, best_x), torch.where(better, v, best_v)
 
 
 def _autograd_value_and_grad(f: Callable[[Tensor], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:

@@ -149,6 +149,52 @@ def test_pgd_gives_the_same_answer_through_the_analytic_objective_and_autograd()
         torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-4)
 
 
+class UntiledObjective:
+    """The same analytic objective without `tile`: PGD then runs its restarts one after the other."""
+
+    def __init__(self, objective) -> None:
+        self.objective = objective
+        self.value_and_grad = objective.value_and_grad
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.objective(x)
+
+
+def test_tiled_objective_repeats_its_rows():
+    critic = random_critic(4, 2, 5)
+    obs, a = torch.randn(6, 4), torch.rand(6, 2) * 2 - 1
+    objective = critic.action_objective(obs)
+    tiled = objective.tile(3)
+    v, g = tiled.value_and_grad(a.repeat(3, 1))
+    v1, g1 = objective.value_and_grad(a)
+    torch.testing.assert_close(v, v1.repeat(3))
+    torch.testing.assert_close(g, g1.repeat(3, 1))
+    # another action for each block: block k is row i's objective at the k-th action
+    b = torch.rand(18, 2) * 2 - 1
+    torch.testing.assert_close(tiled(b), torch.cat([objective(part) for part in b.split(6)]))
+
+
+@pytest.mark.parametrize("start", ["fgsm", "random"])
+@pytest.mark.parametrize("restarts", [2, 3])
+def test_restarts_in_one_batch_find_what_they_find_one_after_the_other(start, restarts):
+    # A wiggly critic (tanh, narrow), so that restarts land in different local minima and the best one
+    # has to be picked per row: any mix-up of rows between restarts or blocks changes the answer.
+    torch.manual_seed(7)
+    critic = TwinCritic(4, 3, [16, 16], "tanh").requires_grad_(False)
+    for layer in (critic.q1[0], critic.q2[0]):
+        layer.weight.mul_(6.0)
+    obs, a = torch.randn(200, 4), torch.rand(200, 3) * 2 - 1
+    objective = critic.action_objective(obs)
+    batched = pgd_minimize(objective, a, 0.3, 4, restarts=restarts, start=start, return_value=True,
+                           generator=torch.Generator().manual_seed(1))
+    serial = pgd_minimize(UntiledObjective(objective), a, 0.3, 4, restarts=restarts, start=start, return_value=True,
+                          generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(batched, serial, rtol=1e-5, atol=1e-6)
+    single = pgd_minimize(objective, a, 0.3, 4, restarts=1, start=start, return_value=True,
+                          generator=torch.Generator().manual_seed(1))[1]
+    assert (serial[1] < single - 1e-4).float().mean() > 0.05  # the restarts matter on this critic
+
+
 def test_unsupported_activation_is_refused_by_the_objective():
     critic = TwinCritic(3, 2, [8], "elu")
     with pytest.raises(ValueError, match="ReLU and tanh"):
