@@ -76,27 +76,29 @@ def test_random_start_pgd_on_cuda_respects_the_bound_and_repeats_with_a_seed():
     assert (critic.min_q(obs, runs[0]) <= clean + 1e-5).all()
 
 
-def _fixed_batch_trainer(device: torch.device, batches: list) -> TD3Trainer:
+def _fixed_batch_trainer(device: torch.device, batches: list, **overrides) -> TD3Trainer:
     """OA-TD3 on Hopper whose updates see `batches` in order and draw nothing at random: no target
     policy noise, and PGD from its FGSM start only."""
     cfg = OATD3Config(hidden=[64, 64], learning_starts=0, batch_size=128, policy_noise=0.0,
-                      pgd_steps=2, pgd_restarts=1, pgd_start="fgsm", omega=0.5)
+                      pgd_steps=2, pgd_restarts=1, pgd_start="fgsm", omega=0.5, **overrides)
     trainer = TD3Trainer(cfg, "Hopper-v5", 0, 1000, device)  # same init on both: built on CPU, then moved
     feed = iter([type(b)(*(t.to(device) for t in b)) for b in batches])
     trainer.buffer.sample = lambda batch_size, generator=None: next(feed)
     return trainer
 
 
-def test_oa_td3_updates_on_cuda_match_cpu():
+@pytest.mark.parametrize("overrides", [{}, {"oa_batch_size": 48, "oa_every": 2}], ids=["paper", "cheaper-oa"])
+def test_oa_td3_updates_on_cuda_match_cpu(overrides):
     """Eight OA-TD3 updates (critics, OA target PGD, four omega-mixed actor steps with gradient
-    surgery) from the same weights on the same batches: the same losses and parameters."""
+    surgery) from the same weights on the same batches: the same losses and parameters; also with the
+    OA parts on a sub-batch every other update (the cached OA actor gradient)."""
     source = TD3Trainer(OATD3Config(hidden=[64, 64], learning_starts=1000), "Hopper-v5", 0, 1000, CPU)
     source.advance(400)  # random-action transitions, no updates
     gen = torch.Generator().manual_seed(3)
     batches = [source.buffer.sample(128, gen) for _ in range(8)]
     runs = {}
     for device in (CPU, GPU):
-        trainer = _fixed_batch_trainer(device, batches)
+        trainer = _fixed_batch_trainer(device, batches, **overrides)
         for _ in batches:
             trainer.update()
         runs[device.type] = (trainer.pop_metrics(), {k: v.cpu() for k, v in trainer.actor.state_dict().items()},
