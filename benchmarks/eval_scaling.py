@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--steps-per-cell", type=int, default=3000)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--strength-episodes", type=int, default=64)
+    ap.add_argument("--strength-episodes", type=int, default=64, help="0: skip the strength part")
     ap.add_argument("--strength-eps", default="0.1,0.2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -152,20 +152,21 @@ def main() -> None:
                                        for n in res if n != "nominal") + " |", flush=True)
     del nominal
 
-    # 4: strength on the same episodes.
-    print(f"\nReturn under attack, {args.strength_episodes} paired episodes (same seeds), num_envs {args.sweep_envs}:\n")
-    print("| attack | eps | default (fgsm + random, 5 steps each) | reference (20 steps, random) | default - reference [95% CI] |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for eps in [float(x) for x in args.strength_eps.split(",")]:
-        for name, pol in targets:
-            out = {}
-            for label, kw in (("default", DEFAULT), ("reference", REFERENCE)):
-                att = make_policy_attack(pol, name, critic="own", **kw)[0]
-                out[label] = evaluate(pol, att, eps, episodes=args.strength_episodes, seed=1000 + args.seed,
-                                      num_envs=args.sweep_envs, progress=False).returns
-            mean, lo, hi = paired_diff_ci(out["default"], out["reference"])
-            print(f"| {name} | {eps:g} | {out['default'].mean():.1f} | {out['reference'].mean():.1f} | "
-                  f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}] |", flush=True)
+    # 4: strength on the same episodes (--strength-episodes 0: throughput only).
+    if args.strength_episodes > 0:
+        print(f"\nReturn under attack, {args.strength_episodes} paired episodes (same seeds), num_envs {args.sweep_envs}:\n")
+        print("| attack | eps | default (fgsm + random, 5 steps each) | reference (20 steps, random) | default - reference [95% CI] |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        for eps in [float(x) for x in args.strength_eps.split(",")]:
+            for name, pol in targets:
+                out = {}
+                for label, kw in (("default", DEFAULT), ("reference", REFERENCE)):
+                    att = make_policy_attack(pol, name, critic="own", **kw)[0]
+                    out[label] = evaluate(pol, att, eps, episodes=args.strength_episodes, seed=1000 + args.seed,
+                                          num_envs=args.sweep_envs, progress=False).returns
+                mean, lo, hi = paired_diff_ci(out["default"], out["reference"])
+                print(f"| {name} | {eps:g} | {out['default'].mean():.1f} | {out['reference'].mean():.1f} | "
+                      f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}] |", flush=True)
 
     if args.plot:
         plot(by_envs, by_steps, args)
