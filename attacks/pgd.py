@@ -66,14 +66,13 @@ def pgd_minimize(
         return out
     lo, hi = feasible_box(a, eps)
     step = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
-    value_and_grad = getattr(f, "value_and_grad", None) or _autograd_value_and_grad(f)
     best_x = a.clone()
     best_v = torch.full(a.shape[:1], float("inf"), device=a.device, dtype=a.dtype)
     starts = []
     if start == "fgsm":
         # The box corner one full-budget signed step from the clean action: the worst point of f's
         # linearisation, a strong start where f is smooth. The clean action is a candidate too.
-        v_clean, grad = value_and_grad(a)
+        v_clean, grad = _value_and_grad(f)(a)
         best_x, best_v = _better(best_x, best_v, a, v_clean)
         starts.append(torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi))
     while len(starts) < restarts:
@@ -97,7 +96,7 @@ def _descend(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tensor, hi: Tensor, s
              steps: int) -> tuple[Tensor, Tensor]:
     """`steps` projected sign-gradient steps of f from x inside [lo, hi]; the best iterate of each row
     (the final one included) and its value."""
-    value_and_grad = getattr(f, "value_and_grad", None) or _autograd_value_and_grad(f)
+    value_and_grad = _value_and_grad(f)
     best_x = x
     best_v = torch.full(x.shape[:1], float("inf"), device=x.device, dtype=x.dtype)
     for _ in range(steps):
@@ -116,8 +115,12 @@ def _better(best_x: Tensor, best_v: Tensor, x: Tensor, v: Tensor) -> tuple[Tenso
     return torch.where(better.unsqueeze(-1), x, best_x), torch.where(better, v, best_v)
 
 
-def _autograd_value_and_grad(f: Callable[[Tensor], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
-    """(f(x), df/dx) by autograd, for objectives without an analytic `value_and_grad`."""
+def _value_and_grad(f: Callable[[Tensor], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """x -> (f(x), df/dx): f's own analytic `value_and_grad` where it has one, else autograd."""
+    analytic = getattr(f, "value_and_grad", None)
+    if analytic is not None:
+        return analytic
+
     def value_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
