@@ -3,7 +3,8 @@
 Used by the Min-Q / Min-OA-Q attacks and inside the OA trainers' targets and actor steps. It
 minimises f(a~) over the threat model's feasible set {a~ : ||a~ - a||_inf <= eps, a~ in [-1, 1]^d}
 with L_inf sign-gradient steps from a random start, projecting after every step and keeping the best
-iterate of each row. Rows are independent: the loop runs over steps (and restarts), never over rows.
+iterate of each row. Rows are independent: the loop runs over steps (and, for objectives that cannot
+tile their rows, over restarts), never over rows.
 """
 
 from __future__ import annotations
