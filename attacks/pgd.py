@@ -84,8 +84,8 @@ def pgd_minimize(
         # All restarts at once, as one batch of restarts x B rows (restart-major): the same iterates as
         # one restart after the other, in 1/restarts of the calls, which is what counts at small batches.
         r = len(starts)
-        found = _descend(tile(r), torch.cat(starts), lo.repeat(r, 1), hi.repeat(r, 1), step, steps)
-        found = zip(*(t.split(len(a)) for t in found), strict=True)
+        x, v = _descend(tile(r), torch.cat(starts), lo.repeat(r, 1), hi.repeat(r, 1), step, steps)
+        found = zip(x.split(len(a)), v.split(len(a)), strict=True)
     else:
         found = (_descend(f, x, lo, hi, step, steps) for x in starts)
     for x, v in found:  # in restart order: ties go to the earlier restart
