@@ -265,20 +265,18 @@ class TD3Trainer(Trainer):
     def actor_step(self, obs: Tensor) -> None:
         """TD3's deterministic policy gradient step; for OA-TD3 the omega-mix of nominal and OA gradients.
 
-        Each objective's gradient is taken w.r.t. the action first (the critics' analytic action
-        gradient, no autograd graph through them) and then pushed through the actor by autograd:
-        the same gradient as differentiating -Q(s, mu(s)) end to end, and the critics get none.
+        The nominal objective -Q_1(s, mu(s)) is differentiated end to end by autograd, for the actor's
+        parameters only (autograd then skips the critic's weight gradients). The OA objective takes the
+        critic's analytic action gradient at PGD's worst action (Danskin) and pushes it through the actor.
+        The critics get no gradient from either.
         """
         params = list(self.actor.parameters())
         act = self.actor(obs)
-        clean = act.detach()
-        scale = -1.0 / len(obs)  # d(-mean Q)/dQ
-        q_nom, dq_nom = self.critic.action_objective(obs, heads=("q1",)).value_and_grad(clean)
-        self.metrics.add("actor_loss", -q_nom.mean())
+        actor_loss = -self.critic.q1(torch.cat([obs, act], dim=-1)).mean()
+        self.metrics.add("actor_loss", actor_loss.detach())
         omega = self.config.omega if self.oa else 1.0
         if omega == 1.0:
-            grads = torch.autograd.grad(act, params, grad_outputs=scale * dq_nom)
-            for p, g in zip(params, grads, strict=True):
+            for p, g in zip(params, torch.autograd.grad(actor_loss, params), strict=True):
                 p.grad = g
             self.actor_opt.step()
             return
@@ -300,7 +298,7 @@ class TD3Trainer(Trainer):
         if omega == 0.0:
             grad = g_adv
         else:
-            g_nom = flat_grad(act, params, scale * dq_nom, retain_graph=False)
+            g_nom = flat_grad(actor_loss, params)
             if self.config.surgery:
                 g_nom, g_adv, conflict = project_conflicting(g_nom, g_adv)
             else:
@@ -357,8 +355,10 @@ class TD3Trainer(Trainer):
         self.env.close()
 
 
-def flat_grad(out: Tensor, params: list[nn.Parameter], grad_out: Tensor, retain_graph: bool) -> Tensor:
-    """The vector-Jacobian product grad_out . d out / d params, as one flat vector (these parameters only)."""
+def flat_grad(out: Tensor, params: list[nn.Parameter], grad_out: Tensor | None = None,
+              retain_graph: bool = False) -> Tensor:
+    """The vector-Jacobian product grad_out . d out / d params (d out / d params for a scalar `out`), as
+    one flat vector (these parameters only)."""
     grads = torch.autograd.grad(out, params, grad_outputs=grad_out, retain_graph=retain_graph)
     return torch.cat([g.reshape(-1) for g in grads])
 

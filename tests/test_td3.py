@@ -314,10 +314,10 @@ def test_rollout_buffer_fills_and_resets():
 
 @pytest.mark.parametrize("omega,oa_rows", [(1.0, 0), (0.0, 0), (0.0, 24)])
 def test_actor_gradient_equals_end_to_end_autograd(omega, oa_rows):
-    # The actor step differentiates the critics analytically w.r.t. the action and only the actor by
-    # autograd; that must be exactly the deterministic policy gradient of -Q(s, mu(s)) (omega 1) or of
-    # -Q_adv(s, clip(mu(s) + d*)) with the PGD perturbation d* held fixed (omega 0), over the first
-    # oa_batch_size rows when that is set.
+    # The actor step must give exactly the deterministic policy gradient of -Q(s, mu(s)) (omega 1) or of
+    # -Q_adv(s, clip(mu(s) + d*)) with the PGD perturbation d* held fixed (omega 0; the OA critic's
+    # analytic action gradient pushed through the actor), over the first oa_batch_size rows when that
+    # is set, and leave the critics without gradients.
     cfg = OATD3Config(hidden=[32, 32], learning_starts=0, batch_size=64, omega=omega, oa_batch_size=oa_rows)
     trainer = TD3Trainer(cfg, "Hopper-v5", 0, 500, CPU)
     obs = torch.randn(64, 11)
