@@ -22,24 +22,30 @@ so `min-oa-q` can use it); at omega 0 it follows the robust objective alone. Wit
 critic steps on every K-th batch only and g_adv is recomputed once after each of those steps; with
 oa_batch_size N the OA parts use the first N rows of each batch. Both are speed knobs whose defaults
 are the paper's (see OATD3Config).
+
+Code layout: `update` samples a minibatch and makes the update's plan (which of the steps above it
+takes) in Python; `learn` does the tensor work. On a GPU that split lets each plan's kernels replay
+as one CUDA graph (robustbench_rl.graphs).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustbench_rl.agents.buffers import ReplayBuffer
+from robustbench_rl.agents.buffers import Batch, ReplayBuffer
 from robustbench_rl.agents.networks import Actor, TwinCritic, build_network
 from robustbench_rl.agents.surgery import project_conflicting
 from robustbench_rl.attacks.base import check_eps
 from robustbench_rl.attacks.pgd import PGD_STARTS, pgd_minimize
 from robustbench_rl.envs import make_env
+from robustbench_rl.graphs import GraphedUpdates
 from robustbench_rl.training import MetricSum, Trainer, check_fields, register_algo, soft_update
 
 PGD_METRIC_EVERY = 4
@@ -131,6 +137,20 @@ class OATD3Config(TD3Config):
             raise ValueError(f"pgd-start must be one of {', '.join(PGD_STARTS)}, got {self.pgd_start!r}")
 
 
+class UpdatePlan(NamedTuple):
+    """What one update does, decided in Python before it runs from the update counter alone, so that
+    every update with the same plan launches the same kernels (and can replay one CUDA graph)."""
+
+    oa_critic: bool
+    """The OA critic's step with its PGD target (OA-TD3, every oa_every-th update)."""
+    monitor: bool
+    """Log pgd_q_drop (every PGD_METRIC_EVERY-th OA critic step)."""
+    actor: bool
+    """An actor step and the target networks' Polyak step (every policy_delay-th update)."""
+    oa_gradient: bool
+    """The actor step recomputes the OA actor gradient (the OA critic moved since the last one)."""
+
+
 class TD3Trainer(Trainer):
     """TD3, or OA-TD3 when given an :class:`OATD3Config`."""
 
@@ -169,9 +189,12 @@ class TD3Trainer(Trainer):
             self.metric_names += ("critic_adv_loss", "actor_adv_loss", "q_adv_mean", "pgd_q_drop", "conflict_share")
         self.metrics = MetricSum(self.metric_names)
         self.n_updates = 0
-        # OA-TD3 with oa_every > 1: the last OA actor gradient (flat), reused until the next OA update.
-        self.g_adv: Tensor | None = None
+        # OA-TD3: the last OA actor gradient (flat), reused until the next OA update when oa_every > 1.
+        # Updated in place, so that every CUDA graph of an update reads and writes the same tensor.
+        n_actor = sum(p.numel() for p in self.actor.parameters())
+        self.g_adv: Tensor | None = torch.zeros(n_actor, device=device) if self.oa else None
         self.g_adv_due = True
+        self.graphs: GraphedUpdates | None = None
         self._reset_env(seed)
 
     # ---- data collection -------------------------------------------------------------------------
@@ -216,8 +239,30 @@ class TD3Trainer(Trainer):
 
     def update(self) -> None:
         """One critic update (both critics for OA-TD3) and, every policy_delay updates, an actor update."""
+        plan = self.plan()
+        batch = self.buffer.sample(self.config.batch_size, self.gen)
+        if self.graphs is None:
+            self.learn(batch, plan)
+        else:
+            self.graphs.run(batch, plan)
+        self.n_updates += 1
+        if plan.oa_critic:
+            self.g_adv_due = True  # the OA critic moved: the next actor step recomputes its OA gradient
+        if plan.oa_gradient:
+            self.g_adv_due = False
+
+    def plan(self) -> UpdatePlan:
+        """The next update's plan, from the update counter (and whether the OA gradient is stale)."""
+        cfg, n = self.config, self.n_updates
+        oa_critic = self.oa and n % cfg.oa_every == 0
+        actor = (n + 1) % cfg.policy_delay == 0
+        return UpdatePlan(oa_critic=oa_critic, monitor=oa_critic and (n // cfg.oa_every) % PGD_METRIC_EVERY == 0,
+                          actor=actor, oa_gradient=actor and self.oa and cfg.omega < 1 and (self.g_adv_due or oa_critic))
+
+    def learn(self, b: Batch, plan: UpdatePlan) -> None:
+        """The update's tensor work on minibatch b, as `plan` says: it changes parameters, optimiser
+        state, the OA gradient and the logged metrics, and no Python state (see `update`)."""
         cfg = self.config
-        b = self.buffer.sample(cfg.batch_size, self.gen)
         with torch.no_grad():
             noise = (torch.randn(b.act.shape, generator=self.gen, device=self.device) * cfg.policy_noise
                      ).clamp(-cfg.noise_clip, cfg.noise_clip)
@@ -229,7 +274,7 @@ class TD3Trainer(Trainer):
         self.metrics.add("q_mean", q1_pred.mean())
         loss = critic_loss
 
-        if self.oa and self.n_updates % cfg.oa_every == 0:
+        if plan.oa_critic:
             # OA critic: the target acts under the worst perturbation of the smoothed target action
             n = self.oa_rows(cfg.batch_size)  # the OA rows: the batch's first n, a uniform sub-sample
             oa, oa_next_act = type(b)(*(t[:n] for t in b)), next_act[:n]
@@ -243,16 +288,14 @@ class TD3Trainer(Trainer):
             loss = loss + critic_adv_loss  # disjoint parameters: one backward gives each critic its own gradient
             self.metrics.add("critic_adv_loss", critic_adv_loss)
             self.metrics.add("q_adv_mean", qa1_pred.mean())
-            if (self.n_updates // cfg.oa_every) % PGD_METRIC_EVERY == 0:  # a monitor: a sample is enough
+            if plan.monitor:  # a monitor: a sample is enough
                 self.metrics.add("pgd_q_drop", (q_adv_target(oa_next_act) - q_worst).mean())
-            self.g_adv_due = True  # the OA critic moved: the next actor step recomputes its OA gradient
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_opt.step()
 
-        self.n_updates += 1
-        if self.n_updates % cfg.policy_delay == 0:
-            self.actor_step(b.obs)
+        if plan.actor:
+            self.actor_step(b.obs, fresh_oa_gradient=plan.oa_gradient)
             soft_update(self.actor_target, self.actor, cfg.tau)
             soft_update(self.critic_target, self.critic, cfg.tau)
             if self.oa:
@@ -262,13 +305,14 @@ class TD3Trainer(Trainer):
         """How many of a batch's `rows` (its first ones) the OA parts use: oa_batch_size, 0 = all of them."""
         return min(self.config.oa_batch_size or rows, rows)
 
-    def actor_step(self, obs: Tensor) -> None:
+    def actor_step(self, obs: Tensor, fresh_oa_gradient: bool = True) -> None:
         """TD3's deterministic policy gradient step; for OA-TD3 the omega-mix of nominal and OA gradients.
 
         The nominal objective -Q_1(s, mu(s)) is differentiated end to end by autograd, for the actor's
         parameters only (autograd then skips the critic's weight gradients). The OA objective takes the
         critic's analytic action gradient at PGD's worst action (Danskin) and pushes it through the actor.
-        The critics get no gradient from either.
+        The critics get no gradient from either. Without `fresh_oa_gradient` the last OA gradient is
+        reused (oa_every > 1).
         """
         params = list(self.actor.parameters())
         act = self.actor(obs)
@@ -280,7 +324,7 @@ class TD3Trainer(Trainer):
                 p.grad = g
             self.actor_opt.step()
             return
-        if self.g_adv_due:
+        if fresh_oa_gradient:
             # The worst perturbation of the current action, held fixed while differentiating (Danskin):
             # d/dmu of Q_adv(s, clip(mu + d*)) is Q_adv's action gradient at the worst action (in [-1, 1]).
             n = self.oa_rows(len(obs))
@@ -292,8 +336,7 @@ class TD3Trainer(Trainer):
                                  generator=self.gen, restarts=self.config.pgd_restarts, start=self.config.pgd_start)
             q_worst, dq_worst = q_adv.value_and_grad(worst)
             self.metrics.add("actor_adv_loss", -q_worst.mean())
-            self.g_adv = flat_grad(act_oa, params, (-1.0 / n) * dq_worst, retain_graph=omega > 0 and n == len(obs))
-            self.g_adv_due = False
+            self.g_adv.copy_(flat_grad(act_oa, params, (-1.0 / n) * dq_worst, retain_graph=omega > 0 and n == len(obs)))
         g_adv = self.g_adv  # with oa_every > 1, possibly from an earlier batch and actor: see OATD3Config
         if omega == 0.0:
             grad = g_adv
@@ -348,8 +391,18 @@ class TD3Trainer(Trainer):
         self.global_step = int(state["global_step"])
         self.n_updates = int(state["n_updates"])
         if self.oa:  # states saved before oa_every existed have neither: recompute at the next actor step
-            self.g_adv, self.g_adv_due = state.get("g_adv"), bool(state.get("g_adv_due", True))
+            if state.get("g_adv") is not None:
+                self.g_adv.copy_(state["g_adv"])
+            self.g_adv_due = bool(state.get("g_adv_due", True))
+        if self.graphs is not None:  # the optimisers' state tensors are new: capture again
+            self.use_cuda_graphs()
         self._reset_env(self.seed + self.global_step)
+
+    def use_cuda_graphs(self) -> bool:
+        """Replay the updates as CUDA graphs, one per update plan (robustbench_rl.graphs): the same
+        updates, without the kernel launches that bound them on a GPU. CUDA only."""
+        self.graphs = GraphedUpdates(self.learn, self.metrics, self.gen, [self.actor_opt, self.critic_opt])
+        return True
 
     def close(self) -> None:
         self.env.close()

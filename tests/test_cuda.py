@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robustbench_rl.agents.networks import TwinCritic
-from robustbench_rl.agents.td3 import OATD3Config, TD3Trainer
+from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.attacks.base import check_bound
 from robustbench_rl.attacks.pgd import pgd_minimize
 
@@ -114,16 +114,54 @@ def test_oa_td3_updates_on_cuda_match_cpu(overrides):
             assert (got[name] - p).abs().lt(1e-5).float().mean() > 0.99, name
 
 
-def test_oa_td3_training_on_cuda_repeats_itself():
+@pytest.mark.parametrize("graphs", [False, True], ids=["eager", "cuda-graphs"])
+def test_oa_td3_training_on_cuda_repeats_itself(graphs):
     losses = []
     for _ in range(2):
         trainer = TD3Trainer(OATD3Config(hidden=[32, 32], learning_starts=100, batch_size=64), "Hopper-v5", 5, 400,
                              GPU)
+        if graphs:
+            trainer.use_cuda_graphs()
         trainer.advance(400)
         losses.append(trainer.pop_metrics())
         trainer.close()
     assert losses[0] == losses[1]
     assert all(np.isfinite(v) for v in losses[0].values())
+
+
+GRAPH_CASES = {
+    "td3": TD3Config(hidden=[64, 64], learning_starts=100, batch_size=64),
+    "oa-td3": OATD3Config(hidden=[64, 64], learning_starts=100, batch_size=64),
+    "cheaper-oa": OATD3Config(hidden=[64, 64], learning_starts=100, batch_size=64, oa_every=3, oa_batch_size=48),
+    "omega-0": OATD3Config(hidden=[64, 64], learning_starts=100, batch_size=64, omega=0.0),
+}
+
+
+@pytest.mark.parametrize("case", list(GRAPH_CASES))
+def test_cuda_graph_updates_are_the_eager_updates(case):
+    """Training with the updates replayed as CUDA graphs gives the eager CUDA run's numbers: the same
+    kernels on the same inputs, and the same random draws (target noise, PGD starts) from the
+    trainer's generator. 300 updates: every plan warms up, is captured and is replayed many times."""
+    runs = {}
+    for graphs in (False, True):
+        trainer = TD3Trainer(GRAPH_CASES[case], "Hopper-v5", 3, 400, GPU)
+        if graphs:
+            assert trainer.use_cuda_graphs()
+        trainer.advance(400)
+        if graphs:  # every plan of the schedule was captured, and replays did most updates
+            assert all(n == trainer.graphs.warmup + 1 for n in trainer.graphs.calls.values())
+            assert len(trainer.graphs.captures) == len(trainer.graphs.calls) >= 2
+        state = {k: v.detach().cpu() for k, v in trainer.actor.state_dict().items()}
+        critic = trainer.critic_adv if trainer.oa else trainer.critic
+        state |= {"critic." + k: v.detach().cpu() for k, v in critic.state_dict().items()}
+        runs[graphs] = (trainer.pop_metrics(), state, trainer.gen.get_state())
+        trainer.close()
+    (m_eager, p_eager, gen_eager), (m_graph, p_graph, gen_graph) = runs[False], runs[True]
+    assert torch.equal(gen_eager, gen_graph)  # the generator advanced alike
+    for name, value in m_eager.items():
+        assert m_graph[name] == pytest.approx(value, rel=1e-5, abs=1e-6, nan_ok=True), name
+    for name, p in p_eager.items():
+        torch.testing.assert_close(p_graph[name], p, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_attacked_evaluation_on_cuda_matches_cpu(tmp_path):

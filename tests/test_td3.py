@@ -16,7 +16,14 @@ from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
-from robustbench_rl.training import STATE_FORMAT, RunConfig, field_docs, load_state, policy_metadata
+from robustbench_rl.training import (
+    STATE_FORMAT,
+    MetricSum,
+    RunConfig,
+    field_docs,
+    load_state,
+    policy_metadata,
+)
 
 CPU = torch.device("cpu")
 LEDGE = "rbrl/Ledge-v0"
@@ -177,21 +184,23 @@ def test_oa_every_k_updates_the_oa_critic_on_every_kth_batch_and_reuses_the_oa_g
     for _ in range(16):
         before = [p.clone() for p in trainer.critic_adv.parameters()]
         nominal_before = trainer.critic.q1[0].weight.clone()
-        g_before = trainer.g_adv
+        g_before = trainer.g_adv.clone()
         trainer.update()
         changed.append(any(not torch.equal(p, q) for p, q in zip(before, trainer.critic_adv.parameters(), strict=True)))
-        refreshed.append(trainer.g_adv is not g_before)
+        refreshed.append(not torch.equal(trainer.g_adv, g_before))
         assert not torch.equal(nominal_before, trainer.critic.q1[0].weight)  # the nominal critic: every update
     assert changed == [(n0 + i) % 4 == 0 for i in range(16)]
     # The OA actor gradient is recomputed at the first actor step (every 2nd update) after an OA update.
     assert refreshed == [(n0 + i) % 4 == 1 for i in range(16)]
     every = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, oa_every=1), LEDGE, 0, 200, CPU)
     every.advance(20)
-    g = []
+    fresh, actor_steps = [], []
     for _ in range(8):
+        g_before = every.g_adv.clone()
+        actor_steps.append((every.n_updates + 1) % every.config.policy_delay == 0)
         every.update()
-        g.append(every.g_adv)
-    assert len({id(x) for x in g}) == 4  # oa_every 1: a fresh OA gradient at every actor step
+        fresh.append(not torch.equal(every.g_adv, g_before))
+    assert fresh == actor_steps and sum(fresh) == 4  # oa_every 1: a fresh OA gradient at every actor step
 
 
 def test_oa_batch_size_trains_the_oa_critic_on_the_first_rows_only():
@@ -214,6 +223,22 @@ def test_oa_batch_size_trains_the_oa_critic_on_the_first_rows_only():
     a, b = trainers
     assert all(torch.equal(p, q) for p, q in zip(a.critic_adv.parameters(), b.critic_adv.parameters(), strict=True))
     assert not all(torch.equal(p, q) for p, q in zip(a.critic.parameters(), b.critic.parameters(), strict=True))
+
+
+def test_cuda_graphs_are_refused_on_the_cpu_with_a_clear_error():
+    trainer = TD3Trainer(TD3Config(hidden=[16, 16]), LEDGE, 0, 100, CPU)
+    with pytest.raises(ValueError, match="CUDA graphs need the update on a CUDA device"):
+        trainer.use_cuda_graphs()
+
+
+def test_metric_sum_records_instead_of_summing_while_a_graph_is_captured():
+    metrics = MetricSum(("loss",))
+    metrics.add("loss", torch.tensor(1.0))
+    with metrics.recording() as recorded:
+        metrics.add("loss", torch.tensor(5.0))
+    assert [(name, float(v)) for name, v in recorded] == [("loss", 5.0)]
+    metrics.add("loss", torch.tensor(3.0))
+    assert metrics.pop() == {"loss": 2.0}
 
 
 def test_omega_one_is_td3_actor_and_omega_zero_skips_the_nominal_gradient():
