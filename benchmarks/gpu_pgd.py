@@ -9,7 +9,8 @@ with like). Four parts, each printed as a markdown table:
 2. **PGD throughput** for batch 32..4096 (rows per second and ms per call), for the attack default
    (2 starts x 5 steps, FGSM + random), OA-TD3's default (2 starts x 2 steps) and the 20-step
    cold-start reference; CUDA timed with synchronisation, median of `--reps` calls after warm-up.
-3. **training**: TD3 and OA-TD3 (every default) steps/s on Hopper-v5, one env step + one update each.
+3. **training**: TD3 and OA-TD3 (every default) steps/s on Hopper-v5, one env step + one update each;
+   on CUDA with the updates run eagerly and replayed as CUDA graphs (`rbrl train`'s default there).
 4. **attacked evaluation** (with `--policy/--oa-policy`): env steps/s of nominal, min-q and min-oa-q
    (default PGD) by num_envs.
 
@@ -89,9 +90,11 @@ def pgd_time(device: torch.device, batch: int, cfg: dict, reps: int) -> float:
     return statistics.median(times)
 
 
-def train_sps(config, device: torch.device, learning_starts: int, steps: int) -> float:
+def train_sps(config, device: torch.device, learning_starts: int, steps: int, graphs: bool = False) -> float:
     trainer = TD3Trainer(config, "Hopper-v5", 0, learning_starts + steps, device)
-    trainer.advance(learning_starts + 50)  # includes the first updates (CUDA/cuBLAS warm-up)
+    if graphs:
+        trainer.use_cuda_graphs()
+    trainer.advance(learning_starts + 50)  # includes the first updates (CUDA/cuBLAS warm-up, graph captures)
     sync(device)
     t0 = time.perf_counter()
     trainer.advance(learning_starts + 50 + steps)
@@ -199,17 +202,18 @@ def print_pgd(results: dict, gpu: torch.device, threads: list[int], args) -> Non
 def print_train(results: dict, gpu: torch.device, threads: list[int], args) -> None:
     results["train"] = []
     print(f"\nTraining on Hopper-v5 ({args.train_steps} timed learning steps; steps/s)\n")
-    print("| learner | CUDA | " + " | ".join(f"CPU {t} thr" for t in threads) + " |")
-    print("| --- | ---: |" + " ---: |" * len(threads))
+    print("| learner | CUDA, eager | CUDA, graphs | " + " | ".join(f"CPU {t} thr" for t in threads) + " |")
+    print("| --- | ---: | ---: |" + " ---: |" * len(threads))
     for name, config in (("TD3", TD3Config(learning_starts=1000)), ("OA-TD3", OATD3Config(learning_starts=1000))):
-        def measure(dev, config=config):
-            return train_sps(config, dev, 1000, args.train_steps)
+        def measure(dev, config=config, graphs=False):
+            return train_sps(config, dev, 1000, args.train_steps, graphs)
 
-        row = {"learner": name, "cuda": measure(gpu)}
-        cpu = on_cpu(threads, measure)
+        row = {"learner": name, "cuda": measure(gpu), "cuda_graphs": measure(gpu, graphs=True)}
+        cpu = on_cpu(threads, measure) if threads else {}
         row.update(cpu)
         results["train"].append(row)
-        print(f"| {name} | {row['cuda']:.1f} | " + " | ".join(f"{v:.1f}" for v in cpu.values()) + " |", flush=True)
+        print(f"| {name} | {row['cuda']:.1f} | {row['cuda_graphs']:.1f} | " + " | ".join(f"{v:.1f}" for v in cpu.values())
+              + " |", flush=True)
 
 
 def print_eval(results: dict, gpu: torch.device, threads: list[int], args) -> None:
