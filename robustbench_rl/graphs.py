@@ -75,8 +75,8 @@ class GraphedUpdates:
         """Record learn's kernels for `plan` on fixed input tensors (recording runs nothing)."""
         fixed = type(batch)(*(t.clone() for t in batch))
         graph = torch.cuda.CUDAGraph()
-        # Older torch (2.11 on the lent GPU machine) draws from a non-default generator inside a graph only
-        # once it is registered; newer torch (2.13) registers it on first use and has no such method.
+        # torch with this method (2.11 on the lent GPU machine) draws from a non-default generator inside a
+        # graph only once it is registered; later torch registers it on first use and deprecates the call.
         register = getattr(graph, "register_generator_state", None)
         if register is not None:
             register(self.generator)
