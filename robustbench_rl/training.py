@@ -752,19 +752,22 @@ class MetricSum:
         self.counts: dict[str, int] = dict.fromkeys(self.names, 0)
 
     def add(self, name: str, value: Tensor | float) -> None:
+        if isinstance(value, Tensor):
+            value = value.detach()
         if self._recorded is not None:
-            self._recorded.append((name, value.detach() if isinstance(value, Tensor) else value))
+            self._recorded.append((name, value))
             return
-        self.sums[name] = self.sums[name] + (value.detach() if isinstance(value, Tensor) else value)
+        self.sums[name] = self.sums[name] + value
         self.counts[name] += 1
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[list[tuple[str, Tensor | float]]]:
         """Inside, `add` only appends (name, value) to the yielded list (a CUDA graph capture: the
         values are tensors each replay rewrites, added after each replay)."""
-        self._recorded: list[tuple[str, Tensor | float]] | None = []
+        recorded: list[tuple[str, Tensor | float]] = []
+        self._recorded = recorded
         try:
-            yield self._recorded
+            yield recorded
         finally:
             self._recorded = None
 
