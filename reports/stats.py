@@ -8,9 +8,15 @@ Conventions (rliable's, adapted to one results table):
 - Confidence intervals are percentile bootstrap 95% intervals with a fixed `random_state`. With
   several policies in a group the bootstrap is hierarchical: resample policies (training seeds), then
   episodes within each, so seed-to-seed variation is part of the interval, not just episode noise.
-- The *worst case* at a given eps is, per policy, the attack with the lowest mean return: a policy
-  is as robust as its weakest point (AutoAttack's per-model worst case). It enters the table as a
-  pseudo-attack ``worst-case`` whose episodes are those of that attack.
+- The *worst case* at a given eps is taken per episode: every attack of a policy runs on the same
+  reset seeds, so an episode's worst case is its lowest return over the attacks (AutoAttack's
+  per-sample worst case), which is never above the attack with the lowest mean. It enters the table
+  as a pseudo-attack ``worst-case``; ``worst_attack`` names the attack that gave each episode's
+  minimum. Only episodes that every attack of that (policy, eps) ran are counted.
+- Episodes are pooled as independent samples only when they are: rows of one (policy, attack, eps)
+  that share a ``reset_seed`` started from the same state (tables written under the older
+  ``eval_seed + episode`` scheme, where eval seeds 0 and 1 share all but one start state), so they are
+  averaged into one sample before the statistics and the bootstrap.
 - *Robustness AUC* is the area under the mean-return-vs-eps curve (nominal at eps 0, trapezoids)
   divided by the eps range: the average return over budgets in [0, eps_max], in return units.
 - *% of nominal* divides each return by the policy's own nominal mean (meaningful for positive
@@ -140,19 +146,44 @@ def group_column(table: pd.DataFrame, by: str = "group") -> str:
 
 
 def with_worst_case(table: pd.DataFrame) -> pd.DataFrame:
-    """The table plus ``worst-case`` rows: per (policy, env, eps > 0), a copy of the episodes of the
-    attack with the lowest mean return (ties: the first in table order)."""
+    """The table plus ``worst-case`` rows: per (policy, env, eps > 0) and episode, the row of the
+    attack with the lowest return on that episode (ties: the first attack in table order).
+
+    An episode is identified by (eval_seed, episode); only episodes that every attack of that
+    (policy, env, eps) ran get a worst-case row, so the minimum is always over the same attacks.
+    """
     attacked = table[table["attack"] != NOMINAL]
     if attacked.empty:
         return table.copy()
-    means = attacked.groupby(["policy", "env_id", "eps", "attack"], sort=False)["return"].mean().reset_index()
-    worst = means.loc[means.groupby(["policy", "env_id", "eps"], sort=False)["return"].idxmin()]
-    keys = worst[["policy", "env_id", "eps", "attack"]]
-    rows = attacked.merge(keys, on=["policy", "env_id", "eps", "attack"], how="inner")
+    cell = ["policy", "env_id", "eps"]
+    episode = ["eval_seed", "episode"]
+    n_attacks = attacked.groupby(cell, sort=False)["attack"].transform("nunique")
+    per_episode = attacked.groupby([*cell, *episode], sort=False)["attack"].transform("nunique")
+    complete = attacked[per_episode == n_attacks]
+    ret = complete["return"].astype(float)
+    # NaN returns never win the minimum; an episode whose returns are all NaN keeps its first row.
+    order = complete.assign(_r=ret.fillna(np.inf)).reset_index(drop=True)
+    pick = order.groupby([*cell, *episode], sort=False)["_r"].idxmin()
+    rows = order.loc[pick.to_numpy()].drop(columns="_r")
     rows["worst_attack"] = rows["attack"]
     rows["attack"] = WORST
-    out = pd.concat([table, rows[[*table.columns, "worst_attack"]]], ignore_index=True)
-    return out
+    return pd.concat([table, rows[[*table.columns, "worst_attack"]]], ignore_index=True)
+
+
+def independent_episodes(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows that are independent samples: rows of one (policy, env, attack, eps) sharing a reset seed
+    are averaged into one (they started from the same state). Without a ``reset_seed`` column the
+    older ``eval_seed + episode`` scheme is assumed. Tables from current evaluations pass unchanged."""
+    seeds = table["reset_seed"] if "reset_seed" in table.columns else table["eval_seed"] + table["episode"]
+    keys = ["policy", "env_id", "attack", "eps"]
+    dup = pd.concat([table[keys], seeds.rename("_seed")], axis=1).duplicated(keep=False)
+    if not dup.any():
+        return table
+    t = table.assign(_seed=seeds)
+    first = t.groupby([*keys, "_seed"], sort=False, dropna=False).first().reset_index()
+    means = t.groupby([*keys, "_seed"], sort=False, dropna=False)["return"].mean().to_numpy()
+    first["return"] = means
+    return first.drop(columns="_seed")[table.columns]
 
 
 def pct_of_nominal(table: pd.DataFrame) -> pd.Series:
@@ -179,10 +210,12 @@ def summarize(
     `values` is ``"return"`` or ``"pct"`` (each return as % of its policy's nominal mean first). The
     nominal row has attack ``none`` and eps 0; ``worst-case`` rows are added when `worst_case`.
     Columns: env_id, algo, <by>, attack, eps, n_policies, n_episodes, mean, std, iqm, value (the
-    chosen statistic), ci_low, ci_high, pct_nominal, worst_attack.
+    chosen statistic), ci_low, ci_high, pct_nominal, worst_attack. ``n_episodes`` counts independent
+    episodes (see :func:`independent_episodes`).
     """
     col = group_column(table, by)
     t = with_worst_case(table) if worst_case else table.copy()
+    t = independent_episodes(t)
     if "worst_attack" not in t.columns:
         t["worst_attack"] = None
     pct = pct_of_nominal(t)

@@ -1,9 +1,11 @@
 """Batched evaluation of a policy under an attack.
 
 Episodes are assigned to env slots up front (slot j runs episodes j, j + n, j + 2n, ...) and episode
-i is always reset with seed + i, so N requested episodes are exactly those N episodes: none biased
-towards the short ones, as a "first N to finish" scheme would be. Each step, the policy and the attack
-run once on the batch of active slots, and the threat model's bound is asserted on every action.
+i of eval seed s is always reset with ``episode_seed(s, i) = s * 2**20 + i``, so N requested episodes
+are exactly those N episodes: none biased towards the short ones, as a "first N to finish" scheme
+would be. The formula is injective, so two eval seeds never share a start state and pooling eval
+seeds pools independent episodes. Each step, the policy and the attack run once on the batch of
+active slots, and the threat model's bound is asserted on every action.
 """
 
 from __future__ import annotations
@@ -19,6 +21,30 @@ from tqdm.auto import tqdm
 from robustbench_rl.attacks.base import Attack, check_bound, check_eps, make_attack
 from robustbench_rl.envs import make_env
 from robustbench_rl.policy import Policy, check_env_compat
+
+EPISODES_PER_SEED = 2**20
+"""Most episodes one eval seed can run: episode seeds of eval seed s fill [s * 2**20, (s + 1) * 2**20)."""
+
+MAX_EVAL_SEED = 2**32 - 1
+"""Largest eval seed (the range numpy and gymnasium document for seeds)."""
+
+
+def episode_seed(seed: int, episode: int | np.ndarray) -> int | np.ndarray:
+    """The reset seed of episode `episode` of eval seed `seed`: ``seed * 2**20 + episode``.
+
+    Injective in (seed, episode) for 0 <= episode < 2**20, so episodes of different eval seeds never
+    share a start state; eval seed 0 resets its episodes with 0, 1, 2, ... Used by every evaluation
+    (attacks, benches, training-time evaluation), so the same (seed, episode) is the same start state
+    everywhere.
+    """
+    return seed * EPISODES_PER_SEED + episode
+
+
+def check_eval_seed(seed: int) -> int:
+    """`seed` as an int if it is a valid eval seed (0 <= seed <= 2**32 - 1), else ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= MAX_EVAL_SEED:
+        raise ValueError(f"eval seed must be an integer in [0, {MAX_EVAL_SEED}], got {seed!r}")
+    return int(seed)
 
 
 @dataclass
@@ -66,16 +92,20 @@ def evaluate(
 ) -> EvalResult:
     """Run exactly `episodes` episodes of `policy` under `attack` at budget `eps`.
 
-    Episode i is reset with seed + i; up to `num_envs` episodes run side by side, and the policy and
-    the attack see the whole batch of running episodes at once. The attack's randomness (random
+    Episode i is reset with ``episode_seed(seed, i)``; up to `num_envs` episodes run side by side, and
+    the policy and the attack see the whole batch of running episodes at once. The attack's randomness (random
     noise, PGD starts) comes from one generator seeded with `seed`, so the same arguments give the
     same returns on the same machine. Raises ThreatModelViolation if the attack ever leaves the eps
     box or [-1, 1]. `progress` shows a bar (default: only when stderr is a terminal).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if episodes > EPISODES_PER_SEED:
+        raise ValueError(f"episodes must be <= {EPISODES_PER_SEED} per eval seed, got {episodes}; "
+                         "use several eval seeds")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    seed = check_eval_seed(seed)
     eps = check_eps(eps)
     env_id = env_id or policy.env_id
     check_env_compat(policy, env_id)
@@ -88,7 +118,7 @@ def evaluate(
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     slot_episode = np.arange(n)  # the episode each slot is running
-    obs = np.stack([env.reset(seed=seed + j)[0] for j, env in enumerate(envs)]).astype(np.float32)
+    obs = np.stack([env.reset(seed=episode_seed(seed, j))[0] for j, env in enumerate(envs)]).astype(np.float32)
     active = np.ones(n, dtype=bool)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=episodes, desc=f"{attack.name} eps={eps:g}", disable=not show, leave=False)
@@ -111,7 +141,7 @@ def evaluate(
                     nxt = ep + n
                     if nxt < episodes:
                         slot_episode[j] = nxt
-                        next_obs, _ = envs[j].reset(seed=seed + int(nxt))
+                        next_obs, _ = envs[j].reset(seed=episode_seed(seed, int(nxt)))
                     else:
                         active[j] = False
                 obs[j] = next_obs
@@ -120,6 +150,6 @@ def evaluate(
         for env in envs:
             env.close()
     return EvalResult(
-        returns=returns, lengths=lengths, episode_seeds=seed + np.arange(episodes), attack=attack.name,
-        eps=eps, seed=int(seed), env_id=env_id, wall_s=time.perf_counter() - start,
+        returns=returns, lengths=lengths, episode_seeds=episode_seed(seed, np.arange(episodes, dtype=np.int64)),
+        attack=attack.name, eps=eps, seed=int(seed), env_id=env_id, wall_s=time.perf_counter() - start,
     )

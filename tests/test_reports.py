@@ -35,6 +35,7 @@ def synthetic_table(episodes: int = 6) -> pd.DataFrame:
                 for i in range(episodes):
                     rows.append({"policy": policy, "algo": algo, "env_id": "Hopper-v5", "train_seed": seed,
                                  "attack": attack, "critic_source": "none", "eps": eps, "eval_seed": 0, "episode": i,
+                                 "reset_seed": i,
                                  "return": float(mean + rng.normal(0, 15)), "length": 1000, "group": group})
     t = pd.DataFrame(rows)[BENCH_COLUMNS]
     return t.astype({"train_seed": "Int64"})

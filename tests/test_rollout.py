@@ -8,7 +8,7 @@ import torch
 
 from robustbench_rl.attacks import ThreatModelViolation
 from robustbench_rl.policy import load_policy
-from robustbench_rl.rollout import evaluate
+from robustbench_rl.rollout import episode_seed, evaluate
 
 
 @pytest.fixture
@@ -20,12 +20,12 @@ def hopper_policy(random_checkpoint):
 def test_exactly_n_episodes_with_their_own_seeds(hopper_policy, num_envs):
     res = evaluate(hopper_policy, "none", 0.0, episodes=7, seed=100, num_envs=num_envs)
     assert len(res.returns) == len(res.lengths) == 7
-    assert list(res.episode_seeds) == list(range(100, 107))
+    assert list(res.episode_seeds) == [100 * 2**20 + i for i in range(7)]
     assert (res.lengths > 0).all()
 
 
 def test_deterministic_attack_results_do_not_depend_on_num_envs(hopper_policy):
-    # episode i is always seeded seed + i, so nominal and biggest results are slot-independent
+    # episode i is always reset with episode_seed(seed, i), so nominal and biggest results are slot-independent
     # (up to float32 rounding: a different batch size changes the matmul's summation order)
     for attack in ("none", "biggest"):
         a = evaluate(hopper_policy, attack, 0.1, episodes=6, seed=3, num_envs=1)
@@ -50,7 +50,7 @@ def test_short_episodes_do_not_bias_the_sample():
         def act(self, obs):
             return torch.zeros(obs.shape[0], 1)
 
-    ref = [evaluate(SeedEcho(), "none", 0.0, episodes=1, seed=s, num_envs=1).returns[0] for s in range(12)]
+    ref = evaluate(SeedEcho(), "none", 0.0, episodes=12, seed=0, num_envs=1).returns  # one by one, in order
     batched = evaluate(SeedEcho(), "none", 0.0, episodes=12, seed=0, num_envs=5).returns
     np.testing.assert_array_equal(batched, ref)
 
@@ -81,7 +81,14 @@ def test_perturbation_reaches_the_env():
     np.testing.assert_allclose(pushed, 0.25, atol=1e-6)  # biggest pushes a > 0 towards -1
 
 
-@pytest.mark.parametrize("kw", [{"episodes": 0}, {"num_envs": 0}])
+def test_episode_seeds_of_different_eval_seeds_never_overlap():
+    seeds = [set(episode_seed(s, np.arange(1000)).tolist()) for s in (0, 1, 2, 2**32 - 1)]
+    assert sum(len(x) for x in seeds) == len(set().union(*seeds)) == 4000
+    assert episode_seed(0, 5) == 5  # eval seed 0 keeps the seeds 0, 1, 2, ...
+
+
+@pytest.mark.parametrize("kw", [{"episodes": 0}, {"num_envs": 0}, {"seed": -1}, {"seed": 2**70},
+                                {"seed": 1.5}, {"episodes": 2**20 + 1}])
 def test_bad_arguments(hopper_policy, kw):
     args = {"episodes": 2, "seed": 0, "num_envs": 1, **kw}
     with pytest.raises(ValueError):

@@ -10,6 +10,7 @@ from robustbench_rl.reports.stats import (
     WORST,
     auc_table,
     bootstrap_ci,
+    independent_episodes,
     iqm,
     pct_of_nominal,
     robustness_auc,
@@ -86,7 +87,7 @@ def test_worst_case_and_pct_of_nominal():
     t = _table([
         ("p", "td3", "none", 0.0, [100, 100]),
         ("p", "td3", "random", 0.1, [90, 80]),
-        ("p", "td3", "biggest", 0.1, [70, 90]),   # mean 80 < 85: the worst at 0.1
+        ("p", "td3", "biggest", 0.1, [70, 90]),   # per episode: biggest on 0, random on 1
         ("p", "td3", "random", 0.2, [50, 50]),
         ("p", "td3", "biggest", 0.2, [60, 60]),   # random is the worst at 0.2
         ("q", "td3", "none", 0.0, [-10, -10]),
@@ -96,6 +97,8 @@ def test_worst_case_and_pct_of_nominal():
     worst = w[w["attack"] == WORST]
     p = worst[worst["policy"] == "p"].set_index(["eps", "episode"])
     assert p.loc[(0.1, 0), "return"] == 70 and p.loc[(0.1, 0), "worst_attack"] == "biggest"
+    # The per-episode minimum (mean 75) is below the attack with the lowest mean (biggest, 80).
+    assert p.loc[(0.1, 1), "return"] == 80 and p.loc[(0.1, 1), "worst_attack"] == "random"
     assert p.loc[(0.2, 1), "return"] == 50 and p.loc[(0.2, 1), "worst_attack"] == "random"
     pct = pct_of_nominal(t)
     assert pct.iloc[2] == pytest.approx(90.0) and pct.iloc[4] == pytest.approx(70.0)
@@ -122,3 +125,26 @@ def test_summarize_pools_seeds_and_auc():
     per_policy = summarize(t, by="policy")
     assert set(per_policy["policy"]) == {"a0", "a1"} and (per_policy["n_policies"] == 1).all()
     assert summarize(t, by="group", random_state=3).equals(summarize(t, by="group", random_state=3))
+
+
+def test_worst_case_counts_only_episodes_every_attack_ran():
+    t = _table([
+        ("p", "td3", "random", 0.1, [5, 1, 9]),
+        ("p", "td3", "biggest", 0.1, [3, 4]),   # ran episodes 0 and 1 only
+    ])
+    worst = with_worst_case(t)
+    worst = worst[worst["attack"] == WORST].sort_values("episode")
+    assert worst["return"].tolist() == [3.0, 1.0]
+    assert worst["worst_attack"].tolist() == ["biggest", "random"]
+
+
+def test_overlapping_reset_seeds_are_not_counted_twice():
+    # Two eval seeds under the older eval_seed + episode scheme: 0..3 and 1..4 share 3 start states.
+    t = pd.concat([_table([("p", "td3", "none", 0.0, [1, 2, 3, 4])]).assign(eval_seed=0),
+                   _table([("p", "td3", "none", 0.0, [2, 3, 4, 5])]).assign(eval_seed=1)], ignore_index=True)
+    s = summarize(t, by="policy")
+    assert s.iloc[0]["n_episodes"] == 5 and s.iloc[0]["mean"] == pytest.approx(3.0)
+    # With the reset seeds recorded, disjoint seeds stay 8 independent episodes.
+    t["reset_seed"] = t["eval_seed"] * 2**20 + t["episode"]
+    assert independent_episodes(t) is t
+    assert summarize(t, by="policy").iloc[0]["n_episodes"] == 8
