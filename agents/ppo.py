@@ -81,7 +81,8 @@ class PPOConfig:
     update_epochs: int = 10
     """Passes over each rollout."""
     norm_adv: bool = True
-    """Standardise advantages per minibatch (OA-PPO always standardises both advantages before mixing)."""
+    """Standardise advantages per minibatch (OA-PPO with omega < 1 always standardises both advantages
+    before mixing them, since their scales differ; at omega 1 it follows this flag, as PPO does)."""
     clip_coef: float = 0.2
     """PPO ratio clip; also the value clip when clip_vloss is on."""
     clip_vloss: bool = True
@@ -443,7 +444,7 @@ class PPOTrainer(Trainer):
                 mb_adv = b_adv[mb]
                 if b_adv_oa is not None:  # the OA difference: mix the normalised GAE and OA advantages
                     mb_adv = cfg.omega * standardize(mb_adv) + (1.0 - cfg.omega) * standardize(b_adv_oa[mb])
-                elif cfg.norm_adv or self.oa:
+                elif cfg.norm_adv:
                     mb_adv = standardize(mb_adv)
                 pg_loss = clipped_policy_loss(ratio, mb_adv, cfg.clip_coef)
                 v_loss = value_loss(self.value(b_obs[mb]), b_value[mb], b_returns[mb],

@@ -224,6 +224,18 @@ def test_checkpoint_round_trip_applies_the_saved_obs_statistics(tmp_path):
     assert not torch.allclose(policy.normalize.var, torch.ones(11))
 
 
+@pytest.mark.parametrize("norm_adv", [False, True])
+def test_oa_ppo_at_omega_1_standardises_advantages_only_when_asked(monkeypatch, norm_adv):
+    import robustbench_rl.agents.ppo as ppo_module
+
+    calls = []
+    real = ppo_module.standardize
+    monkeypatch.setattr(ppo_module, "standardize", lambda x: calls.append(1) or real(x))
+    trainer = PPOTrainer(OAPPOConfig(**TINY_OA, omega=1.0, norm_adv=norm_adv), "Pendulum-v1", 0, 1000, CPU)
+    trainer.advance(64)  # one rollout and one update
+    assert (len(calls) > 0) == norm_adv
+
+
 def test_same_seed_same_first_updates_and_another_seed_differs():
     def run(seed: int) -> dict[str, torch.Tensor]:
         trainer = PPOTrainer(OAPPOConfig(**TINY_OA, num_envs=2), "Pendulum-v1", seed, 1000, CPU)
