@@ -55,6 +55,15 @@ def _label(attack: str, source: str | None) -> str:
     return f"{attack} ({source} critic)" if source and source != "none" else attack
 
 
+def _distinct(a: float, b: float) -> tuple[str, str]:
+    """`a` and `b` with as few significant digits (at least 3) as show that they differ."""
+    for digits in range(3, 12):
+        fa, fb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if fa != fb:
+            return fa, fb
+    return fa, fb
+
+
 def sanity_flags(
     table: pd.DataFrame,
     grad_stats: Mapping[tuple[str, str, str], Mapping[str, float]] | None = None,
@@ -94,9 +103,10 @@ def sanity_flags(
             for free in CRITIC_FREE:
                 other = cells.get((free, "none", eps))
                 if other is not None and exceeds(other, crit):
+                    m_free, m_crit = _distinct(other[0], crit[0])
                     flags.append(SanityFlag(
                         "critic_free_beats_critic", str(policy), att, eps,
-                        f"{policy}: {free} (mean {other[0]:.1f}) beats {_label(att, src)} (mean {crit[0]:.1f}) "
+                        f"{policy}: {free} (mean {m_free}) beats {_label(att, src)} (mean {m_crit}) "
                         f"at eps {eps:g}: weak critic or weak gradients; try --critic fitted or more --pgd-steps",
                     ))
         # 3. mean return rising with eps (the nominal return is the eps-0 point of every attack)
@@ -108,10 +118,11 @@ def sanity_flags(
                 curve = [(0.0, nom), *curve]
             for (e0, s0), (e1, s1) in itertools.pairwise(curve):
                 if exceeds(s0, s1):
+                    m0, m1 = _distinct(s0[0], s1[0])
                     flags.append(SanityFlag(
                         "return_rises_with_eps", str(policy), att, e1,
-                        f"{policy}: under {_label(att, src)} the mean return rises from {s0[0]:.1f} at eps {e0:g} "
-                        f"to {s1[0]:.1f} at eps {e1:g}: the attack misses the worst case (or noise helps this policy)",
+                        f"{policy}: under {_label(att, src)} the mean return rises from {m0} at eps {e0:g} "
+                        f"to {m1} at eps {e1:g}: the attack misses the worst case (or noise helps this policy)",
                     ))
     # 2. zero critic gradients
     for (policy, att, src), st in (grad_stats or {}).items():

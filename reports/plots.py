@@ -200,6 +200,10 @@ def read_progress(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     return df, config
 
 
+Y_LABELS = {"eval_return": "evaluation return (deterministic)",
+            "episode_return": "training episode return (with exploration)"}
+
+
 def training_curves(
     run_dirs: Sequence[str | os.PathLike],
     *,
@@ -211,16 +215,18 @@ def training_curves(
 
     Runs are grouped by `labels` (one per run) or by the algo in their config.toml. `y` defaults to
     ``eval_return`` (deterministic evaluation) where the runs logged it, else ``episode_return``
-    (training episodes, with exploration noise). Seeds are aligned on the steps they all logged.
+    (training episodes, with exploration noise), labelled as such on the y axis and, when it is a
+    fallback, with a note in the axes. Seeds are aligned on the steps they all logged.
     """
     runs = [read_progress(d) for d in run_dirs]
     if not runs:
         raise ValueError("no run directories given")
     if labels is not None and len(labels) != len(runs):
         raise ValueError("give one label per run directory")
+    fallback = False
     if y is None:
-        y = "eval_return" if all("eval_return" in df and df["eval_return"].notna().any() for df, _ in runs) \
-            else "episode_return"
+        has_eval = all("eval_return" in df and df["eval_return"].notna().any() for df, _ in runs)
+        y, fallback = ("eval_return", False) if has_eval else ("episode_return", True)
     for (df, _), d in zip(runs, run_dirs, strict=True):
         if y not in df.columns:
             raise ValueError(f"{d}/progress.csv has no column {y!r}; it has: {', '.join(df.columns)}")
@@ -244,8 +250,12 @@ def training_curves(
         if n_runs > 1:
             ax.fill_between(mean.index, joined.min(axis=1), joined.max(axis=1), color=colors[name], alpha=0.18, lw=0)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return (deterministic)" if y == "eval_return" else y.replace("_", " "))
+    ax.set_ylabel(Y_LABELS.get(y, y.replace("_", " ")))
     ax.set_title("training curves (mean over runs, band: min-max)")
+    if fallback:
+        ax.text(0.01, 0.01, "no evaluation return logged (train with --eval-every N):\n"
+                "training episodes, exploration noise included", transform=ax.transAxes, fontsize=7,
+                va="bottom", ha="left", color="0.35")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax

@@ -290,6 +290,14 @@ def test_sanity_flags_fire_on_suspicious_tables_only():
     assert "90%" in str(flags[0]) and "sanity flags (1)" in format_flags(flags)
 
 
+def test_sanity_flag_messages_show_the_difference_they_report():
+    # 0.398 vs 0.438 with no noise: one decimal place would print "0.4 beats 0.4".
+    close = _table({("none", "none", 0.0): [1.0] * 10, ("biggest", "none", 0.1): [0.398] * 10,
+                    ("min-q", "own", 0.1): [0.438] * 10})
+    (flag,) = sanity_flags(close)
+    assert "mean 0.398" in flag.message and "mean 0.438" in flag.message
+
+
 def test_default_pgd_is_no_weaker_than_20_cold_steps_and_costs_fewer_gradients():
     # The attacks' default (2 starts: FGSM corner + random, 5 steps each) replaced 20 steps from one
     # random start. On random twin critics (non-convex, several local minima in the box) it must find
