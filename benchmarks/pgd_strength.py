@@ -22,7 +22,7 @@ import torch
 
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.envs import make_env
-from robustbench_rl.policy import load_policy
+from robustbench_rl.policy import load_policy, resolve_env_id
 
 SETTINGS = {  # name -> (steps, restarts, start)
     "random 20x1 (old attack default)": (20, 1, "random"),
@@ -36,7 +36,7 @@ SETTINGS = {  # name -> (steps, restarts, start)
 
 
 def policy_states(policy, n: int, seed: int = 0) -> torch.Tensor:
-    env = make_env(policy.env_id)
+    env = make_env(resolve_env_id(policy))
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     out = []

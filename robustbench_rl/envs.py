@@ -78,11 +78,22 @@ def check_action_space(space: gym.Space, env_id: str) -> spaces.Box:
     return space
 
 
+def env_module(env_id: str) -> str | None:
+    """The module gymnasium imports before building `env_id` (its ``"module:EnvId"`` form), else None.
+
+    gymnasium imports whatever precedes the first colon, so an id with a colon runs that module's code:
+    such an id must come from the user, never from a file (see
+    :func:`robustbench_rl.policy.resolve_env_id`).
+    """
+    return env_id.split(":", 1)[0] if ":" in env_id else None
+
+
 def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
     """Build one gymnasium env whose actions live in [-1, 1]^d.
 
     `env_id` is any registered id, or gymnasium's ``"module:EnvId"`` form for custom envs (the module
-    is imported first so that it can register them). The action space must be a bounded Box; it is
+    is imported first so that it can register them: pass only ids the user named, see
+    :func:`env_module`). The action space must be a bounded Box; it is
     rescaled affinely so that -1 and 1 map exactly onto the env's low and high. `seed`, when given,
     seeds the action space (the env itself is seeded through ``reset(seed=...)`` by the caller).
     """

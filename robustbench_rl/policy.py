@@ -85,7 +85,7 @@ class CheckpointPolicy:
     """A policy rebuilt from an rbrl checkpoint (see :mod:`robustbench_rl.checkpoint`)."""
 
     def __init__(self, modules: Mapping[str, nn.Module], meta: Mapping[str, Any], tensors: Mapping[str, Tensor],
-                 name: str, path: Path | None = None, device: str = "cpu") -> None:
+                 name: str, path: Path | None = None, device: str = "cpu", env_id_trusted: bool = True) -> None:
         if "actor" not in modules:
             raise CheckpointError(f"{name}: checkpoint has no actor network")
         self.meta = dict(meta)
@@ -93,6 +93,8 @@ class CheckpointPolicy:
         self.path = path
         self.algo: str = meta["algo"]
         self.env_id: str = meta["env_id"]
+        # False when env_id is a file's say-so that the user has not confirmed (see resolve_env_id)
+        self.env_id_trusted = env_id_trusted
         self.obs_dim: int = meta["obs_dim"]
         self.act_dim: int = meta["act_dim"]
         self.device = torch.device(device)
@@ -148,13 +150,17 @@ def load_policy(spec: str, device: str = "cpu", env_id: str | None = None, *, ve
 
     The modules are rebuilt from the checkpoint's metadata and every tensor shape is checked. With
     `env_id`, the env's observation and action sizes are checked against the policy's too, so that a
-    policy is never silently run on an env it was not trained for. SB3 models need `env_id` (their
-    zips do not record it); `vecnormalize` is an SB3 VecNormalize pickle, read only with `trust_pickle`.
+    policy is never silently run on an env it was not trained for. Loading never imports a module the
+    file names: a checkpoint's ``"module:EnvId"`` env id is used (and its module imported) only where
+    `env_id` names that same env (:func:`resolve_env_id`). SB3 models need `env_id` (their zips do
+    not record it); `vecnormalize` is an SB3 VecNormalize pickle, read only with `trust_pickle`.
     """
     if spec.startswith("sb3:"):
         from robustbench_rl.sb3 import load_sb3_policy
 
         return load_sb3_policy(spec[4:], env_id, device=device, vecnormalize=vecnormalize, trust_pickle=trust_pickle)
+    from robustbench_rl.envs import env_module
+
     if vecnormalize:
         raise CheckpointError("--vecnormalize applies to sb3: policies only (rbrl checkpoints carry their obs stats)")
     path = resolve_spec(spec)
@@ -163,10 +169,33 @@ def load_policy(spec: str, device: str = "cpu", env_id: str | None = None, *, ve
     # `rbrl train` always writes RUN_DIR/policy.safetensors: name such a policy after its run folder
     name = spec if spec.startswith("zoo:") else path.parent.name if path.stem == "policy" and path.parent.name \
         else path.stem
-    policy = CheckpointPolicy(modules, meta, tensors, name=name, path=path, device=device)
+    policy = CheckpointPolicy(modules, meta, tensors, name=name, path=path, device=device,
+                              env_id_trusted=env_module(meta["env_id"]) is None or env_id == meta["env_id"])
     if env_id is not None:
         check_env_compat(policy, env_id)
     return policy
+
+
+def resolve_env_id(policy: Policy, env_id: str | None = None) -> str:
+    """The env id to build for `policy`: `env_id` when the user names one, else the policy's own.
+
+    Call this wherever an env is built for a policy (evaluation, rollouts, critic fitting) instead of
+    falling back to ``policy.env_id`` directly. A checkpoint's env id is data from a file; in
+    gymnasium's ``"module:EnvId"`` form, building it would import that module, i.e. run code a file
+    chose. Such an id is used only when the user named that env, here or when loading the policy
+    (``load_policy(spec, env_id=...)``, ``--env``, a suite's ``env``); otherwise CheckpointError says to.
+    """
+    from robustbench_rl.envs import env_module
+
+    if env_id:
+        return env_id
+    own = policy.env_id
+    if env_module(own) is not None and not getattr(policy, "env_id_trusted", True):
+        raise CheckpointError(
+            f"policy {policy.name}: the checkpoint names env {own!r}, which rbrl will not import on a file's "
+            f"say-so; pass --env {own} (env_id={own!r} in Python) to import it"
+        )
+    return own
 
 
 def check_env_compat(policy: Policy, env_id: str) -> None:

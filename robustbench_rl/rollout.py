@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from robustbench_rl.attacks.base import Attack, check_bound, check_eps, make_attack
 from robustbench_rl.envs import make_env
-from robustbench_rl.policy import Policy, check_env_compat
+from robustbench_rl.policy import Policy, check_env_compat, resolve_env_id
 
 EPISODES_PER_SEED = 2**20
 """Most episodes one eval seed can run: episode seeds of eval seed s fill [s * 2**20, (s + 1) * 2**20)."""
@@ -107,7 +107,7 @@ def evaluate(
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     seed = check_eval_seed(seed)
     eps = check_eps(eps)
-    env_id = env_id or policy.env_id
+    env_id = resolve_env_id(policy, env_id)
     check_env_compat(policy, env_id)
     if isinstance(attack, str):
         attack = make_attack(attack)

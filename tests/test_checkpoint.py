@@ -59,7 +59,7 @@ def test_obs_normalisation_is_applied_inside_the_policy(random_checkpoint):
 def test_metadata_is_complete(random_checkpoint):
     meta = read_metadata(random_checkpoint("Pendulum-v1"))
     for key in ("format_version", "algo", "env_id", "obs_dim", "act_dim", "action_low", "action_high",
-                "networks", "config", "seed", "steps", "versions", "created"):
+                "networks", "config", "seed", "steps", "versions", "created", "tensor_sha256"):
         assert key in meta, key
     assert meta["format_version"] == FORMAT_VERSION
     assert meta["action_low"] == [-2.0] and meta["action_high"] == [2.0]

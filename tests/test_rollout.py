@@ -93,3 +93,24 @@ def test_bad_arguments(hopper_policy, kw):
     args = {"episodes": 2, "seed": 0, "num_envs": 1, **kw}
     with pytest.raises(ValueError):
         evaluate(hopper_policy, "none", 0.0, **args)
+
+
+def test_a_checkpoint_env_module_is_imported_only_when_the_user_names_it(tmp_path, monkeypatch):
+    import sys
+
+    from robustbench_rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from tests.conftest import write_random_checkpoint
+
+    flag = tmp_path / "imported"
+    (tmp_path / "rbrl_planted_mod.py").write_text(f"import pathlib\npathlib.Path({str(flag)!r}).write_text('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "rbrl_planted_mod", raising=False)
+    path = write_random_checkpoint(tmp_path / "p.safetensors", hidden=(4,))
+    tensors, meta = load_checkpoint(path)
+    save_checkpoint(path, tensors, {**meta, "env_id": "rbrl_planted_mod:Pendulum-v1"})
+    with pytest.raises(CheckpointError, match="will not import on a file.s say-so; pass --env rbrl_planted_mod:Pendulum-v1"):
+        evaluate(load_policy(str(path)), "none", 0.0, episodes=1, seed=0, max_episode_steps=2)
+    assert not flag.exists()
+    named = load_policy(str(path), env_id="rbrl_planted_mod:Pendulum-v1")
+    assert evaluate(named, "none", 0.0, episodes=1, seed=0, max_episode_steps=2).returns.shape == (1,)
+    assert flag.exists()
