@@ -14,7 +14,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-PGD_STARTS = ("random", "fgsm")
+PGD_STARTS = ("random", "fgsm", "screen")
+
+SCREEN_SAMPLES = 256
+"""Uniform samples of the box that the screened start scores (besides the clean action, the FGSM
+corner and, for d <= SCREEN_CORNER_DIMS, every corner of the box)."""
+
+SCREEN_DECAY = 0.7
+
+SCREEN_CORNER_DIMS = 6
+"""Largest action dimension whose 2**d box corners are all screened (64 at d = 6)."""
 
 
 def feasible_box(a: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -32,6 +41,7 @@ def pgd_minimize(
     generator: torch.Generator | None = None,
     return_value: bool = False,
     start: str = "random",
+    screen: int = SCREEN_SAMPLES,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Approximately solve argmin over the feasible set around `a` of f, row by row.
 
@@ -44,12 +54,17 @@ def pgd_minimize(
     `restarts` points. `start="fgsm"` makes the first restart begin at the box corner one full-budget
     signed gradient step from `a` (the clean action is then a candidate too); the other restarts stay
     random, and they are what finds minima the local gradient points away from (a cliff on the far side
-    of the action), so use fgsm with restarts >= 2. An `f` with a `value_and_grad(x) -> (f(x), df/dx)`
+    of the action), so use fgsm with restarts >= 2. `start="screen"` first scores candidates in one
+    batched call of f (the clean action, the FGSM corner, every corner of the box when d <= 6, and
+    `screen` uniform samples), then descends from the `restarts` best of them: a global look at the
+    box before the local search, so a minimum far from the gradient's direction is not missed. An `f` with a `value_and_grad(x) -> (f(x), df/dx)`
     method (e.g. :meth:`TwinCritic.action_objective`) is differentiated by it instead of by autograd;
     one with a `tile(r)` method (the same objective on its rows repeated r times) runs all restarts as
     one batch, with the same result as running them one after the other.
     ValueError for a negative eps or steps, `a` not (B, d), or an unknown start.
     """
+    if screen < 0:
+        raise ValueError(f"screen must be >= 0 samples, got {screen}")
     if a.dim() != 2:
         raise ValueError(f"pgd_minimize needs actions of shape (B, d), got {tuple(a.shape)}")
     if not eps >= 0:  # also catches NaN
@@ -70,7 +85,11 @@ def pgd_minimize(
     best_x = a.clone()
     best_v = torch.full(a.shape[:1], float("inf"), device=a.device, dtype=a.dtype)
     starts = []
-    if start == "fgsm":
+    decay = 1.0
+    if start == "screen":
+        best_x, best_v, starts = _screened_starts(f, a, lo, hi, eps, restarts, screen, generator)
+        decay = SCREEN_DECAY
+    elif start == "fgsm":
         # The box corner one full-budget signed step from the clean action: the worst point of f's
         # linearisation, a strong start where f is smooth. The clean action is a candidate too.
         v_clean, grad = _value_and_grad(f)(a)
@@ -84,17 +103,46 @@ def pgd_minimize(
         # All restarts at once, as one batch of restarts x B rows (restart-major): the same iterates as
         # one restart after the other, in 1/restarts of the calls, which is what counts at small batches.
         r = len(starts)
-        x, v = _descend(tile(r), torch.cat(starts), lo.repeat(r, 1), hi.repeat(r, 1), step, steps)
+        x, v = _descend(tile(r), torch.cat(starts), lo.repeat(r, 1), hi.repeat(r, 1), step, steps, decay)
         found = zip(x.split(len(a)), v.split(len(a)), strict=True)
     else:
-        found = (_descend(f, x, lo, hi, step, steps) for x in starts)
+        found = (_descend(f, x, lo, hi, step, steps, decay) for x in starts)
     for x, v in found:  # in restart order: ties go to the earlier restart
         best_x, best_v = _better(best_x, best_v, x, v)
     return (best_x, best_v) if return_value else best_x
 
 
+def _screened_starts(f: Callable[[Tensor], Tensor], a: Tensor, lo: Tensor, hi: Tensor, eps: float, keep: int,
+                     samples: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Score the screening candidates of every row and return (best point, its value, the `keep` best
+    candidates as PGD starts, best first). Candidates: the clean action, the FGSM corner, the box's
+    2**d corners (d <= SCREEN_CORNER_DIMS) and `samples` uniform points, all in the feasible box."""
+    _, grad = _value_and_grad(f)(a)
+    cands = [a.unsqueeze(0), torch.minimum(torch.maximum(a - eps * grad.sign(), lo), hi).unsqueeze(0)]
+    d = a.shape[1]
+    if d <= SCREEN_CORNER_DIMS:
+        bits = (torch.arange(2**d, device=a.device).unsqueeze(1) >> torch.arange(d, device=a.device)) & 1
+        cands.append(torch.where(bits.bool().unsqueeze(1), hi, lo))  # (2**d, B, d)
+    if samples > 0:
+        u = torch.rand((samples, *a.shape), generator=generator, device=a.device, dtype=a.dtype)
+        cands.append(lo + (hi - lo) * u)
+    cands_t = torch.cat(cands)  # (K, B, d), candidate-major
+    k = len(cands_t)
+    with torch.no_grad():
+        tile = getattr(f, "tile", None)
+        if tile is not None:
+            values = tile(k)(cands_t.reshape(k * len(a), d)).reshape(k, len(a))
+        else:
+            values = torch.stack([f(c).detach() for c in cands_t])
+    values = values.nan_to_num(float("inf"))
+    order = values.argsort(dim=0, stable=True)[:min(keep, k)]  # (keep, B): ties keep candidate order
+    picked = cands_t.gather(0, order.unsqueeze(-1).expand(-1, -1, d))
+    best_v = values.gather(0, order[:1]).squeeze(0)
+    return picked[0], best_v, list(picked)
+
+
 def _descend(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tensor, hi: Tensor, step: float,
-             steps: int) -> tuple[Tensor, Tensor]:
+             steps: int, decay: float = 1.0) -> tuple[Tensor, Tensor]:
     """`steps` projected sign-gradient steps of f from x inside [lo, hi]; the best iterate of each row
     (the final one included) and its value."""
     value_and_grad = _value_and_grad(f)
@@ -104,6 +152,7 @@ def _descend(f: Callable[[Tensor], Tensor], x: Tensor, lo: Tensor, hi: Tensor, s
         v, grad = value_and_grad(x)
         best_x, best_v = _better(best_x, best_v, x, v)
         x = torch.minimum(torch.maximum(x - step * grad.sign(), lo), hi)
+        step *= decay
     with torch.no_grad():
         return _better(best_x, best_v, x, f(x).detach())
 

@@ -230,3 +230,34 @@ def test_fgsm_start_needs_its_random_restart_for_a_cliff_the_gradient_points_awa
     assert found["fgsm alone"] == 0.0, found
     assert found["fgsm + random"] >= found["random"] - 0.03, found
     assert found["fgsm + random"] > 0.3, found
+
+
+def test_screened_start_finds_the_cliff_in_every_row():
+    # The same smoothed ledge: the gradient points away from the cliff, so fgsm + random finds it in
+    # some rows only; screening the box (its corner 0.55 is over the cliff) finds it in all of them.
+    def ledge(x: torch.Tensor) -> torch.Tensor:
+        a = x[:, 0]
+        return a - 1.5 * torch.sigmoid((a - 0.5) / 0.03)
+
+    a = torch.full((4000, 1), 0.35)
+    _, v = pgd_minimize(ledge, a, 0.2, 3, restarts=2, start="screen", return_value=True,
+                        generator=torch.Generator().manual_seed(0))
+    assert bool((v < 0).all())
+
+
+@pytest.mark.parametrize("act_dim", [2, 7])  # with and without the box corners among the candidates
+def test_screened_start_is_never_worse_than_its_candidates_and_stays_in_the_box(act_dim):
+    torch.manual_seed(3)
+    critic = TwinCritic(4, act_dim, [16, 16], "tanh").requires_grad_(False)
+    obs = torch.randn(300, 4)
+    a = (torch.rand(300, act_dim) * 2.4 - 1.2).clamp(-1, 1)
+    objective = critic.action_objective(obs)
+    x, v = pgd_minimize(objective, a, 0.3, 3, restarts=2, start="screen", return_value=True,
+                        generator=torch.Generator().manual_seed(1))
+    assert (x - a).abs().max() <= 0.3 + 1e-6 and x.abs().max() <= 1.0
+    torch.testing.assert_close(v, objective(x))
+    assert bool((v <= objective(a) + 1e-6).all())  # the clean action is a candidate
+    # The same answer through an objective without tile (one call per candidate).
+    serial = pgd_minimize(UntiledObjective(objective), a, 0.3, 3, restarts=2, start="screen", return_value=True,
+                          generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close((x, v), serial, rtol=1e-5, atol=1e-6)
