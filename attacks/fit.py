@@ -28,8 +28,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +53,7 @@ from robustbench_rl.checkpoint import (
     state_tensors,
 )
 from robustbench_rl.envs import make_env
-from robustbench_rl.policy import CRITIC_PREFIXES, ObsNormalizer, Policy, TwinCriticView
+from robustbench_rl.policy import CRITIC_PREFIXES, ObsNormalizer, Policy, TwinCriticView, resolve_env_id
 
 KINDS = ("q", "oa-q")
 KIND_KEY = {"q": "q", "oa-q": "q_adv"}  # fitted kind -> the Policy.critics key it stands in for
@@ -96,14 +98,25 @@ class FitConfig:
     """Seeds the gathering episodes, the noise, the minibatches, PGD starts and the initial weights."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))  # TOML / JSON give lists
+        try:
+            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))  # TOML / JSON give lists
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid fitting setting hidden={self.hidden!r} (a list of layer widths, "
+                             "e.g. [128, 128])") from None
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ValueError(f"invalid fitting setting {f.name}={value!r} (an integer; see FitConfig's docs)")
+            if kind == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                    or not math.isfinite(value)):
+                raise ValueError(f"invalid fitting setting {f.name}={value!r} (a finite number; see FitConfig's docs)")
         checks = [
             ("steps", self.steps >= 1), ("transitions", self.transitions >= 2), ("num_envs", self.num_envs >= 1),
             ("explore_noise", 0.0 <= self.explore_noise <= 2.0), ("lr", self.lr > 0),
             ("batch_size", self.batch_size >= 1), ("gamma", 0.0 <= self.gamma < 1.0),
             ("tau", 0.0 < self.tau <= 1.0), ("eps_train", 0.0 <= self.eps_train <= 2.0),
             ("pgd_steps", self.pgd_steps >= 1), ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1),
-            ("seed", self.seed >= 0),
+            ("seed", 0 <= self.seed <= 2**32 - 1),  # the seed range of numpy and gymnasium, as everywhere in rbrl
         ]
         bad = [name for name, ok in checks if not ok]
         if bad:
@@ -128,7 +141,8 @@ class FittedCritic(TwinCriticView):
     """A fitted twin critic as a :class:`robustbench_rl.policy.Critic` (min over heads, raw observations).
 
     `meta` holds the fitting settings, the policy file's sha256 and the fit statistics; `path` is the
-    file it was loaded from or saved to (None until saved).
+    file it was loaded from or saved to (None until saved); `cached` says whether :func:`get_fitted_critic`
+    took it from the cache.
     """
 
     def __init__(self, module: torch.nn.Module, normalize: torch.nn.Module, kind: str, meta: dict[str, Any],
@@ -137,6 +151,7 @@ class FittedCritic(TwinCriticView):
         self.kind = kind
         self.meta = meta
         self.path = path
+        self.cached = False  # set by get_fitted_critic when the critic came from the cache, not a fit
 
     def to(self, device: str | torch.device) -> FittedCritic:
         self.module.to(device)
@@ -170,14 +185,15 @@ def policy_file(policy: Policy) -> Path:
     return Path(path)
 
 
-def policy_context(policy: Policy) -> dict[str, Any]:
+def policy_context(policy: Policy, env_id: str | None = None) -> dict[str, Any]:
     """What, besides the policy file's bytes, decides the policy's behaviour: its env and its obs normaliser.
 
-    The env id matters for policies whose file does not name one (SB3 zips take it at load time),
-    and the normaliser for those whose statistics live in a separate file (SB3's VecNormalize). Both
-    enter the cache key and are checked on load.
+    The env is the one the critic is fitted on and the policy evaluated on: `env_id`, else
+    ``policy.env_id`` (an SB3 zip names none, and a policy may run on another env of the same sizes
+    than the one it was trained on). The normaliser matters for policies whose statistics live in a
+    separate file (SB3's VecNormalize). Both enter the cache key and are checked on load.
     """
-    ctx: dict[str, Any] = {"env_id": policy.env_id}
+    ctx: dict[str, Any] = {"env_id": env_id or policy.env_id}
     norm = getattr(policy, "normalize", None)
     buffers = dict(norm.named_buffers()) if isinstance(norm, torch.nn.Module) else {}
     if buffers:
@@ -189,13 +205,15 @@ def policy_context(policy: Policy) -> dict[str, Any]:
 
 
 def critic_cache_path(policy: Policy, kind: str, config: FitConfig | None = None,
-                      cache_dir: str | os.PathLike | None = None, policy_sha256: str | None = None) -> Path:
-    """Cache location of the critic of `kind` for this exact policy file (and context) and these settings."""
+                      cache_dir: str | os.PathLike | None = None, policy_sha256: str | None = None,
+                      env_id: str | None = None) -> Path:
+    """Cache location of the critic of `kind` for this exact policy file, env (`env_id`, default the
+    policy's) and obs normaliser, and these settings."""
     check_kind(kind)
     config = config or FitConfig()
     sha = policy_sha256 or file_sha256(policy_file(policy))
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = settings_hash({**config.settings(kind), **policy_context(policy)})
+    key = settings_hash({**config.settings(kind), **policy_context(policy, env_id)})
     return root / "critics" / sha[:16] / f"{kind}-{key}.safetensors"
 
 
@@ -239,7 +257,7 @@ def collect_transitions(policy: Policy, n: int, *, num_envs: int = 16, explore_n
     executes clip(pi(s) + U([-sigma, sigma]^d)) every step. Time-limit truncations are not terminal,
     so the critic bootstraps through them.
     """
-    env_id = env_id or policy.env_id
+    env_id = resolve_env_id(policy, env_id)
     gen = torch.Generator().manual_seed(int(seed))
     base = FIT_SEED_BASE + FIT_SEED_STRIDE * int(seed)
     envs = [make_env(env_id) for _ in range(max(1, min(num_envs, n)))]
@@ -289,8 +307,9 @@ def collect_transitions(policy: Policy, n: int, *, num_envs: int = 16, explore_n
 
 
 def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None, *, progress: bool = False,
-               data: Transitions | None = None) -> FittedCritic:
-    """Fit Q^pi (`kind` "q") or Q_adv^pi (`kind` "oa-q") of the fixed `policy`; returns it in memory.
+               data: Transitions | None = None, env_id: str | None = None) -> FittedCritic:
+    """Fit Q^pi (`kind` "q") or Q_adv^pi (`kind` "oa-q") of the fixed `policy` on `env_id` (default the
+    policy's env); returns it in memory.
 
     Gathers ``config.transitions`` transitions (unless `data` is given), then takes ``config.steps``
     TD steps on twin heads against a Polyak-averaged target (see the module docs for both targets).
@@ -299,11 +318,13 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
     """
     check_kind(kind)
     config = config or FitConfig()
+    env_id = resolve_env_id(policy, env_id)
     device = torch.device(getattr(policy, "device", "cpu"))
     t0 = time.perf_counter()
     if data is None:
         data = collect_transitions(policy, config.transitions, num_envs=config.num_envs,
-                                   explore_noise=config.explore_noise, seed=config.seed, progress=progress)
+                                   explore_noise=config.explore_noise, seed=config.seed, env_id=env_id,
+                                   progress=progress)
     collect_s = time.perf_counter() - t0
 
     # The policy is fixed, so its action at every next state is computed once, not per update.
@@ -362,7 +383,7 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
     meta = {
         "algo": FIT_ALGO,
         "kind": kind,
-        "env_id": policy.env_id,
+        "env_id": env_id,
         "obs_dim": policy.obs_dim,
         "act_dim": policy.act_dim,
         "networks": {CRITIC_PREFIXES[KIND_KEY[kind]]: spec},
@@ -383,7 +404,7 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
     path = getattr(policy, "path", None)
     if path is not None and Path(path).is_file():
         meta["policy_sha256"] = file_sha256(path)
-        meta["policy_context"] = policy_context(policy)
+        meta["policy_context"] = policy_context(policy, env_id)
         meta["policy_file"] = Path(path).name
     return FittedCritic(critic, normalize, kind, meta)
 
@@ -405,13 +426,16 @@ def save_critic(critic: FittedCritic, path: str | os.PathLike) -> Path:
     return critic.path
 
 
-def load_critic(path: str | os.PathLike, policy: Policy, kind: str | None = None) -> FittedCritic:
-    """Load a fitted critic for `policy`, refusing it unless it was fitted for these exact policy bytes.
+def load_critic(path: str | os.PathLike, policy: Policy, kind: str | None = None,
+                env_id: str | None = None) -> FittedCritic:
+    """Load a fitted critic for `policy` on `env_id` (default the policy's env), refusing it unless it was
+    fitted for these exact policy bytes in this context.
 
     CheckpointError when the file is not a fitted critic, when its kind differs from `kind`, when its
-    dims differ from the policy's, or when the sha256 it records differs from the policy file's (the
-    policy changed since the critic was fitted: refit it).
+    dims differ from the policy's, when the sha256 it records differs from the policy file's (the
+    policy changed since the critic was fitted: refit it), or when it was fitted on another env.
     """
+    context = policy_context(policy, env_id)
     path = Path(path)
     tensors, meta = load_checkpoint(path)
     if meta.get("algo") != FIT_ALGO or meta.get("kind") not in KINDS:
@@ -425,10 +449,10 @@ def load_critic(path: str | os.PathLike, policy: Policy, kind: str | None = None
             f"but {policy.name} has sha256 {want[:12]}... (the policy changed); refit it with "
             f"`rbrl fit-critic --policy {policy_file(policy)} --kind {meta['kind']}`"
         )
-    if meta.get("policy_context", policy_context(policy)) != policy_context(policy):
+    if meta.get("policy_context", context) != context:
         raise CheckpointError(
             f"critic {path.name} was fitted for {policy.name} in another context ({meta['policy_context']}), "
-            f"not {policy_context(policy)}; refit it with `rbrl fit-critic`"
+            f"not {context}; refit it with `rbrl fit-critic`"
         )
     if (meta["obs_dim"], meta["act_dim"]) != (policy.obs_dim, policy.act_dim):
         raise CheckpointError(f"{path}: critic dims do not match policy {policy.name}")
@@ -445,35 +469,52 @@ def load_critic(path: str | os.PathLike, policy: Policy, kind: str | None = None
 
 def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | None = None,
                       cache_dir: str | os.PathLike | None = None, progress: bool = False,
-                      force: bool = False) -> FittedCritic:
-    """The fitted critic of `kind` for this policy file and settings: from the cache, else fitted and cached.
+                      force: bool = False, env_id: str | None = None) -> FittedCritic:
+    """The fitted critic of `kind` for this policy file, env and settings: from the cache, else fitted and cached.
 
-    The cache file's name carries the policy's sha256 and a hash of the settings, so editing the
-    policy (even one byte) or changing a setting misses the cache and fits afresh; a cached file is
-    still re-checked against the policy's hash on load. `force` refits even on a hit. With
-    `progress`, fitting shows progress bars and prints a one-line note of its cost to stderr.
+    `env_id` is the env the policy is evaluated on (default ``policy.env_id``): the critic is fitted
+    on it and the cache key includes it. The cache file's name carries the policy's sha256 and a hash
+    of the settings and context, so editing the policy (even one byte) or changing a setting misses
+    the cache and fits afresh; a cached file is still re-checked against the policy's hash on load.
+    `force` refits even on a hit; the returned critic's ``cached`` says which happened. An unwritable
+    cache is a ValueError before the fit, not after it. With `progress`, fitting shows progress bars
+    and prints a one-line note of its cost to stderr.
     """
     check_kind(kind)
     config = config or FitConfig()
     sha = file_sha256(policy_file(policy))
-    path = critic_cache_path(policy, kind, config, cache_dir, policy_sha256=sha)
+    path = critic_cache_path(policy, kind, config, cache_dir, policy_sha256=sha, env_id=env_id)
     if path.is_file() and not force:
         try:
-            return load_critic(path, policy, kind)
+            critic = load_critic(path, policy, kind, env_id=env_id)
+            critic.cached = True
+            return critic
         except CheckpointError as err:  # a damaged cache entry (e.g. a disk filled mid-copy): refit over it
             print(f"note: ignoring unreadable cached critic {path} ({err}); refitting", file=sys.stderr, flush=True)
+    _check_cache_writable(path)
     if progress:
         est = estimate_fit_seconds(kind, config)
         print(f"note: no cached {kind} critic for {policy.name}; fitting one ({config.transitions} transitions, "
               f"{config.steps} TD steps, roughly {est:.0f}s on a 2-core CPU), cached at {path}",
               file=sys.stderr, flush=True)
-    critic = fit_critic(policy, kind, config, progress=progress)
+    critic = fit_critic(policy, kind, config, progress=progress, env_id=env_id)
     save_critic(critic, path)
     if progress:
         st = critic.meta["stats"]
         print(f"note: fitted {kind} critic in {st['wall_s']:.0f}s (gathering {st['collect_s']:.0f}s, "
               f"TD {st['fit_s']:.0f}s); the next request is free", file=sys.stderr, flush=True)
     return critic
+
+
+def _check_cache_writable(path: Path) -> None:
+    """ValueError unless a critic can be saved at `path` (its folders created if missing), before the fit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot save fitted critics in {path.parent} ({err.strerror or err}); pass --cache-dir "
+                         "(critic_cache in a suite) or set RBRL_CACHE_DIR to a writable folder") from None
 
 
 def estimate_fit_seconds(kind: str, config: FitConfig) -> float:
@@ -502,7 +543,7 @@ def monte_carlo_returns(policy: Policy, gamma: float, episodes: int, seed: int =
     the truncated discounted sum is within 1e-4 * max|V| of the infinite-horizon value that a TD-fitted
     Q^pi(s0, pi(s0)) estimates. Returns ``(obs0 (E, obs_dim), returns (E,))``.
     """
-    env_id = env_id or policy.env_id
+    env_id = resolve_env_id(policy, env_id)
     horizon = max(1, math.ceil(math.log(1e-4) / math.log(gamma))) if gamma > 0 else 1
     obs0, rets = [], []
     device = torch.device(getattr(policy, "device", "cpu"))

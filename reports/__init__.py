@@ -50,13 +50,15 @@ def make_report(
     """Write tables (md / tex / csv), figures (PNG + SVG) and report.html for a bench run.
 
     `results` is a bench directory (results.parquet + manifest.json) or a results .csv/.parquet
-    file (e.g. from ``rbrl attack --out``). `eps` restricts the table columns and chooses the eps of
-    the grouped-bar figures (default: all eps in tables, bars at the largest eps). `run_dirs` adds a
-    training-curve figure from those runs' progress.csv. Returns the written paths.
+    file (e.g. from ``rbrl attack --out``); `out_dir` defaults to :func:`report_dir`. `eps` restricts
+    the table columns and chooses the eps of the grouped-bar figures (default: all eps in tables, bars
+    at the largest eps). `run_dirs` adds a training-curve figure from those runs' progress.csv.
+    Everything that can fail on the input (an unwritable `out_dir`, an unreadable table, an eps not in
+    the results) fails before the first file is written. Returns the written paths.
     """
     import matplotlib.pyplot as plt
 
-    from robustbench_rl.bench import read_results
+    from robustbench_rl.bench import check_writable, read_results
     from robustbench_rl.checkpoint import atomic_write_bytes
     from robustbench_rl.reports import html as html_mod
     from robustbench_rl.reports import plots, tables
@@ -66,6 +68,7 @@ def make_report(
     if bad:
         raise ValueError(f"unknown report format {bad[0]!r}; choose from {', '.join(FORMATS)}")
     src = Path(results)
+    out = check_writable(report_dir(src, out_dir), folder=True)
     table = read_results(src, partial=True)
     note = None
     if "partial" in table.attrs:
@@ -76,11 +79,24 @@ def make_report(
         raise ValueError(f"the results in {src} are empty; nothing to report")
     manifest = None
     if src.is_dir() and (src / "manifest.json").is_file():
-        manifest = json.loads((src / "manifest.json").read_text())
-    out = Path(out_dir) if out_dir is not None else (src / "report" if src.is_dir() else src.parent / "report")
+        try:
+            manifest = json.loads((src / "manifest.json").read_text())
+        except ValueError:
+            raise ValueError(f"{src / 'manifest.json'} is corrupt (not JSON); move it away to report the "
+                             "results without provenance") from None
     col = group_column(table, by)
     summary = summarize(table, by=col, statistic=statistic, random_state=random_state)
     pct_summary = summarize(table, by=col, statistic=statistic, values="pct", random_state=random_state)
+    main = tables.build_tables(table, by=col, statistic=statistic, eps=eps, summary=summary)
+    pct = tables.build_tables(table, by=col, statistic=statistic, values="pct", eps=eps, summary=pct_summary)
+    training = None
+    if run_dirs:  # drawn now: a run folder without a usable progress.csv must fail before any file is written
+        training = plt.figure(figsize=(6.5, 3.8))
+        try:
+            plots.training_curves(run_dirs, ax=training.add_subplot())
+        except BaseException:
+            plt.close(training)
+            raise
     written: list[Path] = []
 
     def write(path: Path, text: str) -> None:
@@ -89,8 +105,6 @@ def make_report(
 
     if "csv" in formats:
         write(out / "summary.csv", summary.to_csv(index=False))
-    main = tables.build_tables(table, by=col, statistic=statistic, eps=eps, summary=summary)
-    pct = tables.build_tables(table, by=col, statistic=statistic, values="pct", eps=eps, summary=pct_summary)
     sections = []
     flags = sanity_flags(table, manifest)
     for env, t in main.items():
@@ -113,12 +127,10 @@ def make_report(
             figs.append((f"{env}: nominal and attacked return at ε = {e:g}", plots.figure_png_bytes(fig)))
             plt.close(fig)
         sections.append(html_mod.Section(f"{env}", tables.to_html(t) + tables.to_html(pct[env]), figs))
-    if run_dirs:
-        fig = plt.figure(figsize=(6.5, 3.8))
-        plots.training_curves(run_dirs, ax=fig.add_subplot())
-        written += plots.save_figure(fig, out / "training_curves")
-        sections.append(html_mod.Section("Training", "", [("training curves", plots.figure_png_bytes(fig))]))
-        plt.close(fig)
+    if training is not None:
+        written += plots.save_figure(training, out / "training_curves")
+        sections.append(html_mod.Section("Training", "", [("training curves", plots.figure_png_bytes(training))]))
+        plt.close(training)
     if "html" in formats:
         name = (manifest or {}).get("suite", {}).get("name") or src.stem
         write(out / "report.html", html_mod.render_html(f"rbrl report: {name}", sections, flags=flags,
@@ -128,4 +140,13 @@ def make_report(
     return written
 
 
-__all__ = ["FORMATS", "make_report", "sanity_flags"]
+def report_dir(results: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`make_report` writes: `out_dir`, else RESULTS/report for a bench directory, else a
+    ``report`` folder next to a results file."""
+    if out_dir is not None:
+        return Path(out_dir)
+    src = Path(results)
+    return src / "report" if src.is_dir() else src.parent / "report"
+
+
+__all__ = ["FORMATS", "make_report", "report_dir", "sanity_flags"]

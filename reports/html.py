@@ -81,7 +81,7 @@ def render_html(title: str, sections: Sequence[Section], *, flags: Sequence[str]
     """The whole report page as one string; `note` is a warning shown under the title."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>",
-             f"<p>Generated {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')} by rbrl report.</p>",
+             f"<p>Generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} by rbrl report.</p>",
              f'<p class="warn"><b>{escape(note)}</b></p>' if note else "",
              "<h2>Sanity flags</h2>", flags_html(flags)]
     for sec in sections:

@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,13 +45,62 @@ import numpy as np
 import pandas as pd
 
 from robustbench_rl.checkpoint import atomic_write_bytes, file_sha256, package_versions
-from robustbench_rl.results import RESULT_COLUMNS, write_table
+from robustbench_rl.results import RESULT_COLUMNS, with_reset_seeds, write_table
 from robustbench_rl.suite import Suite, suite_hash
 
 BENCH_FORMAT = 1
 BENCH_COLUMNS = [*RESULT_COLUMNS, "group"]
 NO_DEFAULT_SUITE = ("no bundled default suite exists yet (the policy zoo will provide one); "
                     "pass a suite file: rbrl bench examples/suite.toml --out runs/bench")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output paths and policies
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out") -> Path:
+    """`path` as a Path if rbrl can write it, else ValueError naming the problem and the fix; creates nothing.
+
+    With `folder`, `path` is a folder to create or fill, else a file to create or replace (atomically,
+    so only its folder's permissions matter). The nearest existing ancestor must be a folder that
+    accepts a new file, probed with an anonymous temp file: os.access answers yes to root even on a
+    read-only mount. Commands call this before any work, so that an unwritable output fails at once
+    instead of after a long run.
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; choose a folder path")
+    if not folder and path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    base = path if folder else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{what} {path}: {base} is a file, not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} {path}: cannot write in {base} ({err.strerror or err}); "
+                         "choose a writable location") from None
+    return path
+
+
+def load_policy_on(spec: str, env_id: str | None = None, **kw: Any):
+    """`load_policy(spec, env_id=env_id, **kw)`, with the policy's ``env_id`` set to the env it will run on.
+
+    A checkpoint records the env it was trained on; with another `env_id` (same sizes), everything
+    that follows ``policy.env_id`` - default evaluations, fitted critics and their cache keys, the
+    gradient check's states - must use the evaluated env, or a critic fitted on the training env
+    would attack the policy on another one.
+    """
+    from robustbench_rl.policy import load_policy
+
+    policy = load_policy(spec, env_id=env_id, **kw)
+    if env_id:
+        policy.env_id = env_id
+        policy.env_id_trusted = True  # the user named it (see robustbench_rl.policy.resolve_env_id)
+    return policy
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -109,6 +159,8 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
             for seed in suite.eval_seeds:
                 ident = {"format": BENCH_FORMAT, "policy": who, "attack": attack, "eps": eps, "seed": seed,
                          **common, **(pgd if attack in critic_attacks else {})}
+                if seed != 0:  # eval seed 0 has the same reset seeds under the older seed + i scheme
+                    ident["reset_seeds"] = "seed * 2**20 + episode"
                 key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
                 cells.append(Cell(len(cells), info.name, attack, float(eps), int(seed), key))
     return cells
@@ -129,11 +181,11 @@ def load_policies(suite: Suite) -> list[PolicyInfo]:
     A policy without an explicit name is called by its file stem, or, when several policies share a
     stem (``rbrl train`` always writes ``RUN_DIR/policy.safetensors``), by its folder's name.
     """
-    from robustbench_rl.policy import load_policy, resolve_spec
+    from robustbench_rl.policy import resolve_env_id, resolve_spec
 
     loaded = []
     for entry in suite.policies:
-        policy = load_policy(entry.spec, env_id=entry.env)
+        policy = load_policy_on(entry.spec, entry.env)
         own = getattr(policy, "path", None)
         path = Path(own) if own else Path(entry.spec[4:]) if entry.spec.startswith("sb3:") else resolve_spec(entry.spec)
         loaded.append((entry, policy, path))
@@ -145,7 +197,7 @@ def load_policies(suite: Suite) -> list[PolicyInfo]:
                               else path.parent.name)
         out.append(PolicyInfo(
             name=name, spec=entry.spec, path=str(path), sha256=file_sha256(path), algo=str(meta.get("algo", "unknown")),
-            group=entry.group or str(meta.get("algo", "unknown")), env_id=entry.env or policy.env_id,
+            group=entry.group or str(meta.get("algo", "unknown")), env_id=resolve_env_id(policy, entry.env),
             train_seed=meta.get("seed"), critics=tuple(sorted(policy.critics)),
         ))
     names = [p.name for p in out]
@@ -153,6 +205,38 @@ def load_policies(suite: Suite) -> list[PolicyInfo]:
     if dupes:
         raise ValueError(f"two suite policies are both named {dupes[0]!r}; give each a distinct name = \"...\"")
     return out
+
+
+def check_critics(suite: Suite, policies: list[PolicyInfo]) -> None:
+    """ValueError, before a run folder exists, when a critic attack cannot get its critic.
+
+    ``critic = "own"`` needs every policy to carry the critic of every critic attack; a critic that
+    will be fitted needs a writable cache (unless it is cached already), checked now rather than after
+    the run folder was created.
+    """
+    attacks = [a for a in suite.attacks if a in _critic_attacks()]
+    if not attacks:
+        return
+    from robustbench_rl.attacks.critic import CRITIC_ATTACKS, CRITIC_KIND
+
+    where = suite.source or "suite"
+    for info in policies:
+        for attack in attacks:
+            key = CRITIC_ATTACKS[attack]
+            own = key in info.critics
+            if suite.critic == "own" and not own:
+                have = ", ".join(info.critics) or "none"
+                raise ValueError(f"{where}: critic = \"own\" but policy {info.name} has no {key!r} critic for {attack} "
+                                 f"(its critics: {have}); use critic = \"auto\" (own where present, else fitted) "
+                                 "or \"fitted\"")
+            if suite.critic == "fitted" or (suite.critic == "auto" and not own):
+                from robustbench_rl.attacks.fit import FitConfig, critic_cache_path
+
+                policy = load_policy_on(info.spec, info.env_id)
+                config = FitConfig(**dict(suite.fit)) if suite.fit else FitConfig()
+                path = critic_cache_path(policy, CRITIC_KIND[key], config, suite.critic_cache, policy_sha256=info.sha256)
+                if not path.is_file():
+                    check_writable(path, folder=False, what="critic cache file")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,14 +284,13 @@ def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = F
 
 def run_cell(task: CellTask) -> dict:
     """Evaluate one cell, write its rows to `task.out_file` atomically, return its timing summary."""
-    from robustbench_rl.policy import load_policy
     from robustbench_rl.results import result_frame
     from robustbench_rl.rollout import evaluate
 
     cell, info, suite = task.cell, task.policy, task.suite
-    cache_key = (info.path, info.sha256)
+    cache_key = (info.path, info.sha256, info.env_id)
     if cache_key not in _POLICY_CACHE:
-        _POLICY_CACHE[cache_key] = load_policy(info.spec, env_id=info.env_id)
+        _POLICY_CACHE[cache_key] = load_policy_on(info.spec, info.env_id)
     policy = _POLICY_CACHE[cache_key]
     policy.name = info.name  # the same file may appear under another name in another suite
     if task.critic == "fitted":
@@ -225,7 +308,7 @@ def run_cell(task: CellTask) -> dict:
         "format": BENCH_FORMAT, "key": cell.key, "policy": cell.policy, "attack": cell.attack, "eps": cell.eps,
         "eval_seed": cell.seed, "critic_source": source, "wall_s": time.perf_counter() - start,
         "env_steps": res.env_steps, "mean_return": res.mean,
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "pid": os.getpid(),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "pid": os.getpid(),
         "rows": {c: [_plain(v) for v in frame[c].tolist()] for c in BENCH_COLUMNS},
     }
     atomic_write_bytes(task.out_file, json.dumps(record).encode())
@@ -254,14 +337,38 @@ def _plain(v: Any) -> Any:
 
 
 def read_cell(path: str | os.PathLike) -> pd.DataFrame:
-    """The rows of one finished cell file, with the results table's dtypes."""
-    record = json.loads(Path(path).read_text())
-    return _typed(pd.DataFrame(record["rows"])[BENCH_COLUMNS])
+    """The rows of one finished cell file, with the results table's dtypes; ValueError naming the file
+    when it is damaged."""
+    return _read_cell(Path(path))[1]
+
+
+def _read_cell(path: Path) -> tuple[dict, pd.DataFrame]:
+    try:
+        record = json.loads(path.read_text())
+        rows = _typed(with_reset_seeds(pd.DataFrame(record["rows"]))[BENCH_COLUMNS])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is a damaged cell file ({type(err).__name__}: {str(err)[:100]}); delete it and "
+                         "rerun `rbrl bench` with the same --out to recompute it") from None
+    return record, rows
+
+
+def _cell_is_sound(path: Path, cell: Cell, episodes: int) -> bool:
+    """Whether a finished cell file holds this cell's rows: readable, its key, every episode, finite returns.
+
+    A file cut short or edited by hand must be recomputed, not counted as done forever.
+    """
+    try:
+        record, rows = _read_cell(path)
+    except ValueError:
+        return False
+    return (record.get("key") == cell.key and len(rows) == episodes
+            and sorted(rows["episode"].tolist()) == list(range(episodes))
+            and bool(np.isfinite(rows["return"].to_numpy(dtype=float)).all()))
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype({"train_seed": "Int64", "eps": float, "eval_seed": np.int64, "episode": np.int64,
-                      "return": float, "length": np.int64})
+                      "reset_seed": np.int64, "return": float, "length": np.int64})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -458,23 +565,30 @@ def run_bench(
     different suite (or of changed policy files) is refused unless `force`, which keeps the cells
     still valid under the new suite and deletes the rest. Raises ValueError with a one-line reason.
     """
-    out = Path(out_dir)
+    out = check_writable(out_dir, folder=True)
     manifest_path = out / "manifest.json"
     has_run = manifest_path.is_file()
     if resume and not has_run:
         raise ValueError(f"--resume: {out} holds no bench run (no manifest.json); drop --resume to start one")
     if not has_run and out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no bench run; choose a new or empty --out folder")
+    # Everything that can be wrong with the suite is found here, before the run folder exists: a
+    # folder left behind by a failed start would refuse the corrected suite as "a different suite".
     policies = load_policies(suite)
+    check_critics(suite, policies)
     identity = json.loads(json.dumps(run_identity(suite, policies), default=str))  # as the manifest stores it
     ident_hash = suite_hash(identity)
     old: dict = {}
     if has_run:
         try:
             old = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            raise ValueError(f"{manifest_path} is corrupt; move it away to rerun the suite from its cell files") from None
-        if old.get("suite_hash") != ident_hash and not force:
+        except ValueError:  # invalid JSON or not text at all
+            old = None
+        if not isinstance(old, dict):
+            raise ValueError(f"{manifest_path} is corrupt; move it away to rerun the suite from its cell files")
+        # a run that finished no cell has nothing to protect: a corrected suite may take it over
+        finished = any((out / "cells").glob("*.json")) if (out / "cells").is_dir() else False
+        if old.get("suite_hash") != ident_hash and not force and finished:
             changed = sorted(k for k in identity if old.get("identity", {}).get(k) != identity[k])
             raise ValueError(
                 f"{out} holds a run of a different suite (changed: {', '.join(changed) or 'format'}); "
@@ -490,6 +604,11 @@ def run_bench(
         for path in cells_dir.iterdir():
             # leftovers of writes cut short by a kill, and (after --force) cells of the old suite
             if path.name not in expected:
+                path.unlink()
+        for c in cells:
+            path = cells_dir / c.filename
+            if path.is_file() and not _cell_is_sound(path, c, suite.episodes):
+                print(f"note: {path} is damaged; recomputing that cell", file=sys.stderr, flush=True)
                 path.unlink()
         todo = [c for c in cells if not (cells_dir / c.filename).is_file()]
         by_name = {p.name: p for p in policies}
@@ -541,8 +660,6 @@ def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Su
     Also returns, per critic attack, how informative its critic's action gradient is on states the
     policy visits (the zero-gradient sanity check of the report).
     """
-    from robustbench_rl.policy import load_policy
-
     sources: dict[tuple[str, str], str] = {}
     grads: list[dict] = []
     suite_d = suite.to_dict()
@@ -551,7 +668,7 @@ def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Su
             sources[(name, attack)] = "none"
             continue
         info = by_name[name]
-        policy = load_policy(info.spec, env_id=info.env_id)
+        policy = load_policy_on(info.spec, info.env_id)
         policy.name = info.name
         att, source = build_attack(policy, attack, suite_d, suite.critic, progress=show)
         sources[(name, attack)] = source
@@ -628,11 +745,23 @@ def read_results(out_dir: str | os.PathLike, *, partial: bool = False) -> pd.Dat
 
 
 def _checked(path: Path) -> pd.DataFrame:
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as err:  # pandas and pyarrow raise many types for files that are not tables
+        raise ValueError(f"{path} is not a readable results table ({type(err).__name__}: {str(err)[:100]})") from None
+    df = with_reset_seeds(df)
     missing = [c for c in RESULT_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} is not an rbrl results table (missing columns: {', '.join(missing)})")
-    return _typed(df)
+    try:
+        df = _typed(df)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} has a column of the wrong type ({str(err)[:100]}); is it an rbrl results table?") from None
+    bad = ~np.isfinite(df["return"].to_numpy(dtype=float)) | ~np.isfinite(df["eps"].to_numpy(dtype=float))
+    if bad.any():
+        raise ValueError(f"{path} has {int(bad.sum())} row(s) with a missing or non-finite return or eps (first: "
+                         f"row {int(np.argmax(bad))}); every episode needs a number: fix or drop those rows")
+    return df
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -640,7 +769,7 @@ def _checked(path: Path) -> pd.DataFrame:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -710,7 +839,11 @@ def _timings(cells_dir: Path, cells: list[Cell], sessions: list[dict]) -> dict:
 
 
 class _RunLock:
-    """DIR/.lock holding our pid: two benches writing one directory would race on its cells."""
+    """DIR/.lock holding host:pid:start time: two benches writing one directory would race on its cells.
+
+    The process start time tells a live bench from a lock left by a killed one whose pid the system
+    has since given to another process.
+    """
 
     def __init__(self, out: Path) -> None:
         self.path = out / ".lock"
@@ -720,22 +853,33 @@ class _RunLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
+            pid = "?"
             try:
-                other_host, pid = self.path.read_text().split(":")
-                alive = other_host == host and _pid_alive(int(pid))
+                other_host, pid, *rest = self.path.read_text().split(":")
+                started = rest[0] if rest and rest[0] else None
+                alive = other_host == host and _pid_alive(int(pid)) and (
+                    started is None or _process_start(int(pid)) in (None, started))
             except (OSError, ValueError):
                 alive = False
             if alive:
-                raise ValueError(f"another rbrl bench (pid {pid}) is writing {self.path.parent}; wait for it "
-                                 "or stop it first") from None
+                raise ValueError(f"another rbrl bench (pid {pid}) is writing {self.path.parent}: wait for it or stop "
+                                 f"it first (if no bench runs there, delete the lock file {self.path})") from None
             self.path.unlink(missing_ok=True)  # left by a killed run
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"{host}:{os.getpid()}")
+            fh.write(f"{host}:{os.getpid()}:{_process_start(os.getpid()) or ''}")
         return self
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot, /proc/PID/stat field 22); None where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -71,6 +71,20 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _umask() -> int:
+    """The process umask: read from /proc where it can be (os.umask can only be read by setting it,
+    which would briefly change it for every other thread), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file handle whose contents replace `path` only if the block completes.
@@ -82,6 +96,9 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0o600; give it what open() would (0o666 minus the umask), since the
+        # rename keeps the temp file's mode.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()

@@ -19,8 +19,13 @@ from robustbench_rl.attacks.pgd import PGD_STARTS
 from robustbench_rl.checkpoint import CheckpointError, read_metadata
 from robustbench_rl.device import DEVICE_HELP, resolve_device
 from robustbench_rl.envs import EnvError
+from robustbench_rl.training import MAX_SEED
 
-USER_ERRORS = (CheckpointError, EnvError, ValueError, FileNotFoundError, FileExistsError, KeyError)
+# OSError: a file or folder that cannot be read or written is the user's environment, not a bug.
+USER_ERRORS = (CheckpointError, EnvError, ValueError, OSError, KeyError)
+
+SEED = click.IntRange(0, MAX_SEED)
+"""Every seed option: the range numpy and gymnasium accept (see robustbench_rl.training.MAX_SEED)."""
 
 
 class RbrlGroup(click.Group):
@@ -32,7 +37,12 @@ class RbrlGroup(click.Group):
         except ThreatModelViolation:
             raise  # a bug, not bad input: keep the traceback
         except USER_ERRORS as err:
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            if isinstance(err, KeyError) and err.args:
+                msg = err.args[0]
+            elif isinstance(err, OSError) and err.filename and err.strerror:
+                msg = f"cannot use {err.filename}: {err.strerror}"
+            else:
+                msg = str(err)
             raise click.ClickException(str(msg).splitlines()[0] if msg else type(err).__name__) from None
 
 
@@ -53,14 +63,28 @@ def parse_eps_list(ctx: click.Context | None, param: click.Parameter | None, val
 
 
 def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
-    """'random,biggest' or 'all' -> registered attack names (without 'none', which always runs)."""
+    """'random,biggest', 'all' or e.g. 'all,min-q' -> registered attack names, each once (without 'none',
+    which always runs)."""
     known = list_attacks()
-    names = [n for n in known if n != "none"] if value.strip() == "all" else [
-        n.strip() for n in value.split(",") if n.strip()]
-    for n in names:
-        if n not in known:
+    names: list[str] = []
+    for n in (n.strip() for n in value.split(",")):
+        if not n:
+            continue
+        if n not in known and n != "all":
             raise click.BadParameter(f"unknown attack {n!r}; known attacks: {', '.join(known)}, or 'all'")
-    return [n for n in names if n != "none"]
+        names += [k for k in known if k != "none"] if n == "all" else [n]
+    out = [n for n in dict.fromkeys(names) if n != "none"]
+    if not out and "none" not in names:
+        raise click.BadParameter("give at least one attack, e.g. --attack random,biggest (or 'all')")
+    return out
+
+
+def check_output(path: str | None, *, folder: bool) -> None:
+    """A one-line error now, before any work, when --out cannot be written (see bench.check_writable)."""
+    if path is not None:
+        from robustbench_rl.bench import check_writable
+
+        check_writable(path, folder=folder)
 
 
 def sb3_options(fn):
@@ -160,7 +184,8 @@ def format_metadata(meta: dict) -> str:
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Fitted-critic cache (default: $RBRL_CACHE_DIR, else ~/.cache/rbrl).")
 @click.option("--episodes", default=10, show_default=True, type=click.IntRange(min=1), help="Episodes per cell.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Eval seed: episode i is reset with seed + i.")
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Eval seed: episode i is reset with seed * 2**20 + i (eval seeds never share an episode).")
 @click.option("--num-envs", default=8, show_default=True, type=click.IntRange(min=1), help="Episodes run side by side.")
 @click.option("--env", "env_id", default=None, help="Env id (default: the one the policy was trained on).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
@@ -179,15 +204,16 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
     from robustbench_rl.attacks.critic import CRITIC_ATTACKS, critic_gradient_stats, make_policy_attack
     from robustbench_rl.attacks.fit import FitConfig, collect_transitions
     from robustbench_rl.attacks.sanity import format_flags, sanity_flags
-    from robustbench_rl.policy import load_policy
+    from robustbench_rl.bench import load_policy_on
     from robustbench_rl.results import result_frame, write_table
     from robustbench_rl.rollout import evaluate
 
     if out is not None and Path(out).suffix not in (".csv", ".parquet"):
         raise click.BadParameter("use a .csv or .parquet file name", param_hint="--out")
+    check_output(out, folder=False)
     device = cli_device(device_name)
-    policy = load_policy(policy_spec, device=device, env_id=env_id, vecnormalize=vecnormalize,
-                         trust_pickle=trust_pickle)
+    policy = load_policy_on(policy_spec, env_id, device=device, vecnormalize=vecnormalize,
+                            trust_pickle=trust_pickle)
     fit_kw = {k: v for k, v in (("steps", fit_steps), ("eps_train", eps_train)) if v is not None}
     fit_config = FitConfig(**fit_kw)
     built = [(name, *make_policy_attack(policy, name, critic=critic_source, pgd_steps=pgd_steps, restarts=restarts,
@@ -214,7 +240,9 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
 
 
 def format_summary(table: pd.DataFrame) -> str:
-    """Mean +- std return per (attack, critic source, eps), with % of the nominal mean."""
+    """Mean +- std return per (attack, critic source, eps), with its change from the nominal mean and
+    that mean as % of the nominal one ("n/a" where the nominal mean is <= 0, as in the reports: a
+    ratio of negative returns reads upside down)."""
     nominal = table.loc[table["attack"] == "none", "return"].mean()
     if "critic_source" not in table.columns:
         table = table.assign(critic_source="none")
@@ -224,11 +252,13 @@ def format_summary(table: pd.DataFrame) -> str:
     rows = []
     for (att, src, eps), grp in table.groupby(["attack", "critic_source", "eps"], sort=False):
         mean, std = grp["return"].mean(), grp["return"].std(ddof=0)
-        pct = 100.0 * mean / nominal if nominal not in (0,) and pd.notna(nominal) else float("nan")
-        rows.append((att, "-" if src == "none" else src, eps, f"{mean:.{dec}f} ± {std:.{dec}f}", f"{pct:.0f}%", len(grp)))
-    header = (f"{'attack':<10} {'critic':<7} {'eps':>6} {'return (mean ± std)':>22} {'% nominal':>10} "
-              f"{'episodes':>9}")
-    body = [f"{a:<10} {c:<7} {e:>6g} {r:>22} {p:>10} {n:>9}" for a, c, e, r, p, n in rows]
+        change = f"{mean - nominal:+.{dec}f}" if pd.notna(nominal) else "n/a"
+        pct = f"{100.0 * mean / nominal:.0f}%" if pd.notna(nominal) and nominal > 0 else "n/a"
+        rows.append((att, "-" if src == "none" else src, eps, f"{mean:.{dec}f} ± {std:.{dec}f}", change, pct,
+                     len(grp)))
+    header = (f"{'attack':<10} {'critic':<7} {'eps':>6} {'return (mean ± std)':>22} {'change':>10} "
+              f"{'% nominal':>10} {'episodes':>9}")
+    body = [f"{a:<10} {c:<7} {e:>6g} {r:>22} {d:>10} {p:>10} {n:>9}" for a, c, e, r, d, p, n in rows]
     first = table.iloc[0]
     title = f"{first['policy']} ({first['algo']}) on {first['env_id']}"
     return "\n".join([title, header, "-" * len(header), *body])
@@ -243,7 +273,7 @@ def format_summary(table: pd.DataFrame) -> str:
 @click.option("--steps", default=None, type=click.IntRange(min=1), help="TD steps [default: 10000].")
 @click.option("--transitions", default=None, type=click.IntRange(min=2),
               help="Env transitions gathered with the policy [default: 50000].")
-@click.option("--seed", default=0, show_default=True, type=int, help="Fitting seed (episodes, noise, minibatches, init).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Fitting seed (episodes, noise, minibatches, init).")
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Critic cache [default: $RBRL_CACHE_DIR, else $XDG_CACHE_HOME/rbrl, else ~/.cache/rbrl].")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
@@ -259,34 +289,28 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
                    check_episodes: int, env_id: str | None, vecnormalize: str | None, trust_pickle: bool,
                    device_name: str) -> None:
     """Fit Q^pi or Q_adv^pi of a fixed policy by TD learning; cached, tied to the policy file's sha256."""
-    from robustbench_rl.attacks.fit import (
-        FitConfig,
-        critic_cache_path,
-        get_fitted_critic,
-        monte_carlo_returns,
-        save_critic,
-    )
-    from robustbench_rl.policy import load_policy
+    from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic, monte_carlo_returns, save_critic
+    from robustbench_rl.bench import load_policy_on
 
     if out is not None and Path(out).suffix != ".safetensors":
         raise click.BadParameter("use a .safetensors file name", param_hint="--out")
+    check_output(out, folder=False)
     device = cli_device(device_name)
-    policy = load_policy(policy_spec, device=device, env_id=env_id, vecnormalize=vecnormalize,
-                         trust_pickle=trust_pickle)
+    policy = load_policy_on(policy_spec, env_id, device=device, vecnormalize=vecnormalize,
+                            trust_pickle=trust_pickle)
     opts = (("steps", steps), ("transitions", transitions), ("eps_train", eps_train), ("seed", seed))
     config = FitConfig(**{k: v for k, v in opts if v is not None})
-    path = critic_cache_path(policy, kind, config, cache_dir)
-    cached = path.is_file() and not force
     critic = get_fitted_critic(policy, kind, config=config, cache_dir=cache_dir, progress=True, force=force)
+    path = critic.path
     st = critic.meta["stats"]
-    how = "cached" if cached else f"fitted in {st['wall_s']:.1f} s"
+    how = "cached" if critic.cached else f"fitted in {st['wall_s']:.1f} s"
     click.echo(f"{kind} critic for {policy.name} ({how}; {st['transitions']} transitions, "
                f"{critic.meta['fit']['steps']} TD steps, final TD loss {st['td_loss_final']:.4g}): {path}")
     if out:
         save_critic(critic, out)
         click.echo(f"wrote {out}")
     if kind == "q" and check_episodes:
-        obs0, mc = monte_carlo_returns(policy, config.gamma, check_episodes, seed=seed)
+        obs0, mc = monte_carlo_returns(policy, config.gamma, check_episodes, seed=seed, env_id=policy.env_id)
         pred = critic(obs0, policy.act(obs0)).cpu()
         err = (pred - mc).abs().mean().item()
         click.echo(f"check: Q(s0, pi(s0)) mean {pred.mean().item():.2f} vs Monte-Carlo discounted return "
@@ -385,6 +409,7 @@ def _train_command() -> click.Command:
 
         run_vals = {k: v for k, v in values.items() if k in run_names and v is not None}
         hp_vals = {k: v for k, v in values.items() if k in hp_names and v is not None}
+        check_output(out, folder=True)
         if seeds is not None:
             _train_seeds(out, seeds, run_vals, hp_vals, config_file, resume, executor, workers, address)
             return
@@ -392,10 +417,16 @@ def _train_command() -> click.Command:
             raise click.UsageError("--executor ray and --address train several seeds: give --seeds 0,1,2")
         run, hp = resolve_config(out, run_vals, hp_vals, config_file=config_file, resume=resume)
         result = run_training(run, hp, out, resume=resume, progress=progress, echo=click.echo)
+        if result.already_complete:
+            click.echo(f"{out} is already complete: {result.steps} steps of {run.algo} on {run.env}; nothing to do "
+                       "(pass --resume --steps N with a larger N to extend it)")
+            click.echo(f"policy: {result.policy_path}")
+            return
         row = result.last_row
         msg = f"done: {result.steps} steps of {run.algo} on {run.env} in {result.wall_s:.0f} s"
-        if row.get("steps_per_s") == row.get("steps_per_s"):  # not NaN
-            msg += f" ({row['steps_per_s']:.0f} steps/s last interval)"
+        sps = row.get("steps_per_s")
+        if sps is not None and sps == sps:  # not NaN
+            msg += f" ({sps:.0f} steps/s last interval)"
         if result.last_eval is not None:
             msg += f"; final eval return {result.last_eval:.2f}"
         click.echo(msg)
@@ -425,12 +456,13 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
                  executor: str, workers: int | None, address: str | None) -> None:
     """Resolve one run per seed (all checks before any training), then train them on an executor."""
     from robustbench_rl.bench import default_workers, make_executor
-    from robustbench_rl.training import resolve_config, train_task
+    from robustbench_rl.training import check_seed, resolve_config, train_task
 
     try:
-        seed_list = sorted({int(x) for x in seeds.split(",") if x.strip()})
-    except ValueError:
-        raise click.BadParameter(f"seeds must be comma-separated integers, got {seeds!r}", param_hint="--seeds") from None
+        seed_list = sorted({check_seed(int(x), "each seed") for x in seeds.split(",") if x.strip()})
+    except ValueError as err:
+        hint = str(err) if "each seed" in str(err) else f"seeds must be comma-separated integers, got {seeds!r}"
+        raise click.BadParameter(hint, param_hint="--seeds") from None
     if not seed_list:
         raise click.BadParameter("give at least one seed, e.g. --seeds 0,1,2", param_hint="--seeds")
     if "seed" in run_vals:
@@ -445,6 +477,9 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
     click.echo(f"training seeds {', '.join(map(str, seed_list))} of {tasks[0][0].algo} on {tasks[0][0].env} "
                f"({type(ex).__name__}, {n} at a time)")
     for _task, summary in ex.map_unordered(train_task, tasks):
+        if summary.get("already_complete"):
+            click.echo(f"seed {summary['seed']}: already complete ({summary['steps']} steps) -> {summary['policy']}")
+            continue
         ev = "" if summary["last_eval"] is None else f", final eval return {summary['last_eval']:.2f}"
         click.echo(f"seed {summary['seed']}: {summary['steps']} steps in {summary['wall_s']:.0f} s{ev} -> {summary['policy']}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ class Suite:
     eps: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)
     """Budgets in normalised action units; eps 0 is the nominal cell and is not repeated per attack."""
     episodes: int = 10
-    """Episodes per cell (episode i of eval seed s is reset with seed s + i)."""
+    """Episodes per cell (episode i of eval seed s is reset with ``rollout.episode_seed(s, i)``)."""
     eval_seeds: tuple[int, ...] = (0,)
     critic: str = "auto"
     """Critic source for min-q / min-oa-q: own, fitted, or auto (own when the checkpoint has it)."""
@@ -180,16 +181,29 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
             eps_values.append(e)
     if not eps_values:
         _fail(where, "eps is empty; give budgets such as eps = [0.05, 0.1, 0.2]")
-    seeds = [_int(where, "eval_seeds", s, 0) for s in _list(where, "eval_seeds", data.get("eval_seeds", [0]))]
+    from robustbench_rl.rollout import EPISODES_PER_SEED
+    from robustbench_rl.training import check_seed
+
+    seeds = []
+    for s in _list(where, "eval_seeds", data.get("eval_seeds", [0])):
+        try:
+            seeds.append(check_seed(s, "eval_seeds: each seed"))
+        except ValueError as err:
+            _fail(where, str(err))
     if not seeds or len(set(seeds)) != len(seeds):
         _fail(where, f"eval_seeds must be distinct integers, got {seeds!r}")
+    episodes = _int(where, "episodes", data.get("episodes", Suite.episodes), 1)
+    if episodes > EPISODES_PER_SEED:
+        _fail(where, f"episodes must be <= {EPISODES_PER_SEED} (the episodes of one eval seed), got {episodes}; "
+                     "add eval seeds instead")
     critic = data.get("critic", "auto")
     if critic not in CRITIC_SOURCES:
         _fail(where, f"critic must be one of {', '.join(CRITIC_SOURCES)}, got {critic!r}")
     step_size = data.get("pgd_step_size")
     if step_size is not None and (isinstance(step_size, bool) or not isinstance(step_size, (int, float))
-                                  or step_size <= 0):
-        _fail(where, f"pgd_step_size must be a positive number, got {step_size!r}")
+                                  or not math.isfinite(step_size) or step_size <= 0):
+        _fail(where, f"pgd_step_size must be a positive finite number (or left out for 2.5 * eps / pgd_steps), "
+                     f"got {step_size!r}")
     pgd_start = data.get("pgd_start", Suite.pgd_start)
     if pgd_start not in PGD_STARTS:
         _fail(where, f"pgd_start must be one of {', '.join(PGD_STARTS)}, got {pgd_start!r}")
@@ -211,7 +225,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
         name=name,
         attacks=tuple(attacks),
         eps=tuple(sorted(eps_values)),
-        episodes=_int(where, "episodes", data.get("episodes", Suite.episodes), 1),
+        episodes=episodes,
         eval_seeds=tuple(seeds),
         critic=critic,
         pgd_steps=_int(where, "pgd_steps", data.get("pgd_steps", Suite.pgd_steps), 1),
@@ -259,6 +273,8 @@ def load_suite(path: str | os.PathLike) -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a TOML text file (it is not UTF-8 text); give a suite .toml file") from None
     suite = parse_suite(data, base_dir=path.parent, where=str(path))
     return Suite(**{**{k: getattr(suite, k) for k in Suite.__dataclass_fields__}, "source": str(path)})
 

@@ -39,13 +39,13 @@ import os
 import sys
 import textwrap
 import time
+import tomllib
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import tomllib
 import torch
 from torch import Tensor, nn
 
@@ -62,6 +62,10 @@ PROGRESS_FILE = "progress.csv"
 POLICY_FILE = "policy.safetensors"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FORMAT = 2
+MAX_SEED = 2**32 - 1
+"""Largest seed rbrl accepts anywhere (training, evaluation, fitting): the range numpy and gymnasium
+document for seeds. Seeds derived from it stay valid: env resets take any non-negative integer, torch
+generators anything below 2**64, and an eval seed's episode seeds (``seed * 2**20 + i``) stay below 2**53."""
 # Algorithm modules that register themselves on import. An algorithm file adds its module here.
 ALGO_MODULES = ("robustbench_rl.agents.td3", "robustbench_rl.agents.ppo")
 
@@ -85,7 +89,7 @@ class RunConfig:
     eval_every: int = 0
     """Deterministic evaluation (no exploration noise, no attack) every N env steps and at the end; 0 = off."""
     eval_episodes: int = 10
-    """Episodes per evaluation (episode i is reset with seed eval_seed + i)."""
+    """Episodes per evaluation (episode i is reset with ``rollout.episode_seed(eval_seed, i)``)."""
     eval_seed: int = 1_000_000
     """Seed of the evaluation episodes (fixed, so evaluations along a run are comparable)."""
     checkpoint_every: int = 10_000
@@ -387,6 +391,11 @@ def resolve_config(out: str | os.PathLike, run_values: Mapping[str, Any], hp_val
     else:
         if (out / CONFIG_FILE).exists() or (out / STATE_FILE).exists():
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose a new --out")
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out} is a file, not a run directory; choose a new --out folder")
+        if out.exists() and any(out.iterdir()):
+            # a run writes policy.safetensors, progress.csv, checkpoints/ ...: never over someone's files
+            raise FileExistsError(f"{out} is not empty and holds no training run; choose a new or empty --out folder")
         run = _apply(RunConfig, RunConfig(), file_vals["run"], str(config_file))
         run = _apply(RunConfig, run, run_values, "command line")
         if not run.algo:
@@ -421,14 +430,32 @@ def check_fields(cfg: Any, at_least_one: tuple[str, ...], ranges: Mapping[str, b
             raise ValueError(f"{name.replace('_', '-')} is out of range: {getattr(cfg, name)}")
 
 
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """`seed` as an int if it is a valid seed (an integer in [0, MAX_SEED]), else ValueError naming `name`.
+
+    The one seed check of the CLI, suites and configs: a negative or huge seed must fail before any
+    work, not as a numpy or torch traceback once training or evaluation reaches it.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return int(seed)
+
+
 def validate_run(run: RunConfig) -> None:
     """ValueError for run options out of range."""
+    from robustbench_rl.rollout import EPISODES_PER_SEED
+
     for name in ("steps", "checkpoint_every", "log_every", "eval_episodes"):
         if getattr(run, name) < 1:
             raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(run, name)}")
     for name in ("eval_every", "threads"):
         if getattr(run, name) < 0:
             raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(run, name)}")
+    if run.eval_episodes > EPISODES_PER_SEED:
+        raise ValueError(f"eval-episodes must be <= {EPISODES_PER_SEED} (the episodes of one eval seed), "
+                         f"got {run.eval_episodes}")
+    check_seed(run.seed, "seed")
+    check_seed(run.eval_seed, "eval-seed")
     resolve_device(run.device)
 
 
@@ -567,6 +594,8 @@ class TrainResult:
     last_eval: float | None
     wall_s: float
     last_row: dict[str, Any] = field(default_factory=dict)
+    already_complete: bool = False
+    """True when a resumed run had already reached its steps: nothing was trained or written."""
 
 
 def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False, progress: bool | None = None,
@@ -576,7 +605,8 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
 
     Call :func:`resolve_config` first (it does the validation and the resume checks). With `resume`,
     the trainer is restored from ``state.pt`` if one exists (else the run starts over) and
-    progress.csv is trimmed to the restored step. `progress` shows a tqdm bar with the latest
+    progress.csv is trimmed to the restored step; a run that already reached `run.steps` is left
+    untouched and returned with ``already_complete``. `progress` shows a tqdm bar with the latest
     episode return and steps/s (default: when stderr is a terminal). `echo` receives one-line notes.
     `stop_when(row)` is called with every progress.csv row; True ends the run early there (state and
     policy are saved at that step, and a later --resume continues towards `run.steps`).
@@ -587,6 +617,17 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
 
     echo = echo or (lambda msg: None)
     out = Path(out)
+    if resume:
+        done = completed_steps(out)
+        if done is not None and done >= run.steps:
+            saved = read_toml(out / CONFIG_FILE)["run"].get("steps", run.steps)
+            if done > run.steps and run.steps < saved:
+                raise ValueError(f"{out} has already trained {done} steps; --steps {run.steps} cannot shorten it "
+                                 f"(give --steps >= {done})")
+            # Rewriting anything here would change policy.safetensors' bytes (its creation time), and
+            # with them the sha256 that fitted critics and bench runs are tied to.
+            return TrainResult(run_dir=out, policy_path=out / POLICY_FILE, steps=done, resumed_from=done,
+                               last_eval=None, wall_s=0.0, already_complete=True)
     entry = get_algo(run.algo)
     device = resolve_device(run.device)
     set_threads(run.threads)
@@ -719,12 +760,29 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
                        last_eval=last_eval, wall_s=time.perf_counter() - t_run, last_row=row)
 
 
+def completed_steps(out: str | os.PathLike) -> int | None:
+    """The steps of a run that ended: those of its final policy.safetensors when no later checkpoint
+    exists (a run extended with a larger --steps and killed midway has one), else None."""
+    from robustbench_rl.checkpoint import CheckpointError, read_metadata
+
+    out = Path(out)
+    try:
+        steps = read_metadata(out / POLICY_FILE).get("steps")
+    except CheckpointError:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        return None
+    later = [p for p in (out / CHECKPOINT_DIR).glob("step_*.safetensors")
+             if p.stem[5:].isdigit() and int(p.stem[5:]) > steps]
+    return None if later else steps
+
+
 def train_task(task: tuple[RunConfig, Any, str, bool]) -> dict[str, Any]:
     """Picklable entry point for executors (local pool, Ray): train one resolved run, return a summary."""
     run, hp, out, resume = task
     result = train(run, hp, out, resume=resume, progress=False)
     return {"seed": run.seed, "steps": result.steps, "policy": str(result.policy_path),
-            "last_eval": result.last_eval, "wall_s": result.wall_s}
+            "last_eval": result.last_eval, "wall_s": result.wall_s, "already_complete": result.already_complete}
 
 
 # --------------------------------------------------------------------------------------------------

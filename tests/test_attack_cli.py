@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import train_tiny
+from conftest import train_tiny, write_constant_ledge_policy
 
+from robustbench_rl.checkpoint import read_metadata
 from robustbench_rl.cli import main
+from robustbench_rl.envs import LedgeEnv
 from robustbench_rl.results import RESULT_COLUMNS
 
 EPISODES = 3
@@ -120,3 +123,26 @@ def test_cuda_without_a_gpu_says_so(ledge_td3_policy, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--device", "cuda"])
     assert res.exit_code == 2 and "torch sees no CUDA GPU; use --device cpu" in res.output
+
+
+class _LowLedge(LedgeEnv):
+    """Ledge with the cliff at 0.3: the same sizes, other rewards."""
+
+    ledge = 0.3
+
+
+if "rbrl_test/LowLedge-v0" not in gym.registry:
+    gym.register(id="rbrl_test/LowLedge-v0", entry_point=_LowLedge, max_episode_steps=1)
+
+
+def test_a_fitted_critic_is_fitted_on_the_env_the_policy_is_attacked_on(tmp_path):
+    policy = write_constant_ledge_policy(tmp_path / "ledge.safetensors", 0.45)
+    cache = tmp_path / "cache"
+    args = ["attack", "--policy", str(policy), "--attack", "min-q", "--critic", "fitted", "--eps", "0.1",
+            "--episodes", "2", "--num-envs", "1", "--pgd-steps", "2", "--fit-steps", "20", "--cache-dir", str(cache)]
+    res = CliRunner().invoke(main, [*args, "--env", "rbrl_test/LowLedge-v0"])
+    assert res.exit_code == 0, res.output
+    (entry,) = cache.rglob("q-*.safetensors")
+    meta = read_metadata(entry)
+    assert meta["env_id"] == meta["policy_context"]["env_id"] == "rbrl_test/LowLedge-v0"
+    assert meta["stats"]["behaviour_return_mean"] < 0  # gathered past LowLedge's cliff, not on Ledge

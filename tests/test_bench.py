@@ -15,7 +15,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from robustbench_rl.bench import BENCH_COLUMNS, expand_cells, load_policies, read_results, run_bench
+from robustbench_rl.bench import (
+    BENCH_COLUMNS,
+    expand_cells,
+    load_policies,
+    read_cell,
+    read_results,
+    run_bench,
+)
 from robustbench_rl.cli import main
 from robustbench_rl.suite import load_suite, parse_suite
 
@@ -70,6 +77,12 @@ def test_suite_defaults_and_relative_paths(tmp_path, random_checkpoint):
     ({"policies": ["a"], "critic": "white-box"}, "critic must be one of"),
     ({"policies": ["a"], "eval_seeds": [1, 1]}, "distinct"),
     ({"policies": ["a"], "pgd_start": "zero"}, "pgd_start must be one of random, fgsm"),
+    ({"policies": ["a"], "pgd_step_size": float("nan")}, "pgd_step_size must be a positive finite number"),
+    ({"policies": ["a"], "pgd_step_size": float("inf")}, "pgd_step_size must be a positive finite number"),
+    ({"policies": ["a"], "eval_seeds": [0, -1]}, "eval_seeds: each seed must be an integer in [0, 4294967295]"),
+    ({"policies": ["a"], "eval_seeds": [2**40]}, "eval_seeds: each seed must be an integer in [0, 4294967295]"),
+    ({"policies": ["a"], "episodes": 2**21}, "episodes must be <= 1048576"),
+    ({"policies": ["a"], "fit": {"lr": float("inf")}}, "invalid fitting setting lr=inf"),
 ])
 def test_suite_errors_name_the_problem(data, needle):
     with pytest.raises(ValueError) as err:
@@ -375,3 +388,82 @@ def test_same_file_under_another_name_in_a_later_run(tmp_path, random_checkpoint
     second = parse_suite({"policies": [{"spec": str(path), "name": "second"}], **FAST})
     run_bench(first, tmp_path / "a", workers=1, progress=False)
     assert set(run_bench(second, tmp_path / "b", workers=1, progress=False).table["policy"]) == {"second"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Failing before the run folder exists, and repairing what a crash or an edit left behind
+
+
+def test_own_critic_that_a_policy_lacks_fails_before_the_run_folder_exists(tmp_path, random_checkpoint):
+    bare = random_checkpoint(critics=())
+    own = parse_suite({"policies": [str(bare)], **{**FAST, "attacks": ["min-q"], "eps": [0.2]}, "critic": "own",
+                       "pgd_steps": 2})
+    with pytest.raises(ValueError, match=r"critic = \"own\" but policy .* has no 'q' critic for min-q"):
+        run_bench(own, tmp_path / "run", workers=1, progress=False)
+    assert not (tmp_path / "run").exists()
+    # a folder that an earlier failed start left without any finished cell does not block the fixed suite
+    (tmp_path / "run" / "cells").mkdir(parents=True)
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"suite_hash": "another suite", "status": "running"}))
+    fixed = parse_suite({"policies": [str(bare)], **FAST})
+    assert run_bench(fixed, tmp_path / "run", workers=1, progress=False).cells_run == 5
+
+
+def test_a_damaged_cell_file_is_recomputed_on_resume(tmp_path, random_checkpoint, capsys):
+    suite = parse_suite({"policies": [str(random_checkpoint())], **FAST})
+    clean = run_bench(suite, tmp_path / "run", workers=1, progress=False).table
+    cells = sorted((tmp_path / "run" / "cells").glob("*.json"))
+    cells[0].write_text(cells[0].read_text()[:40])  # cut short
+    record = json.loads(cells[1].read_text())
+    record["rows"] = {k: v[:-1] for k, v in record["rows"].items()}  # an episode lost
+    cells[1].write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=rf"{cells[0].name} is a damaged cell file.*rerun `rbrl bench`"):
+        read_cell(cells[0])
+    again = run_bench(suite, tmp_path / "run", workers=1, progress=False)
+    assert (again.cells_run, again.cells_skipped) == (2, 3)
+    assert capsys.readouterr().err.count("is damaged; recomputing that cell") == 2
+    pd.testing.assert_frame_equal(again.table, clean)
+
+
+def test_a_stale_lock_with_a_reused_pid_is_taken_over_and_a_live_one_names_its_file(tmp_path, random_checkpoint):
+    import socket
+
+    from robustbench_rl.bench import _process_start
+
+    if _process_start(os.getpid()) is None:
+        pytest.skip("needs /proc to read process start times")
+    suite = parse_suite({"policies": [str(random_checkpoint())], **FAST})
+    out = tmp_path / "run"
+    run_bench(suite, out, workers=1, progress=False)
+    lock = out / ".lock"
+    # a killed bench's lock whose pid now belongs to a live process (this one) that started at another time
+    lock.write_text(f"{socket.gethostname()}:{os.getpid()}:1")
+    assert run_bench(suite, out, workers=1, progress=False).cells_skipped == 5
+    assert not lock.exists()
+    lock.write_text(f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}")
+    with pytest.raises(ValueError, match=rf"another rbrl bench \(pid {os.getpid()}\).*delete the lock file {lock}"):
+        run_bench(suite, out, workers=1, progress=False)
+
+
+def test_a_suite_env_is_the_env_of_its_fitted_critics(tmp_path):
+    import gymnasium as gym
+    from conftest import write_constant_ledge_policy
+
+    from robustbench_rl.checkpoint import read_metadata
+    from robustbench_rl.envs import LedgeEnv
+
+    class LowLedge(LedgeEnv):
+        ledge = 0.3
+
+    if "rbrl_test/BenchLowLedge-v0" not in gym.registry:
+        gym.register(id="rbrl_test/BenchLowLedge-v0", entry_point=LowLedge, max_episode_steps=1)
+    policy = write_constant_ledge_policy(tmp_path / "ledge.safetensors", 0.45)
+    suite = parse_suite({"policies": [{"spec": str(policy), "env": "rbrl_test/BenchLowLedge-v0"}],
+                         **{**FAST, "attacks": ["min-q"], "eps": [0.1]}, "pgd_steps": 2,
+                         "critic_cache": str(tmp_path / "cache"),
+                         "fit": {"steps": 20, "transitions": 100, "hidden": [8], "batch_size": 16, "num_envs": 2}})
+    table = run_bench(suite, tmp_path / "run", workers=1, progress=False).table
+    assert set(table["env_id"]) == {"rbrl_test/BenchLowLedge-v0"}
+    (entry,) = (tmp_path / "cache").rglob("q-*.safetensors")
+    meta = read_metadata(entry)
+    assert meta["env_id"] == meta["policy_context"]["env_id"] == "rbrl_test/BenchLowLedge-v0"
+    assert meta["stats"]["behaviour_return_mean"] < 0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -83,3 +84,31 @@ def test_real_subprocess(random_checkpoint, tmp_path):
     assert len(pd.read_parquet(out)) >= 2 * 3
     bad = subprocess.run([exe, "attack", "--policy", str(tmp_path / "x.safetensors")], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: checkpoint not found")
+
+
+def _summary_table(nominal: float, attacked: float) -> pd.DataFrame:
+    rows = [("none", 0.0, nominal), ("random", 0.1, attacked)]
+    return pd.DataFrame([{"policy": "p", "algo": "td3", "env_id": "Pendulum-v1", "attack": a, "critic_source": "none",
+                          "eps": e, "return": r} for a, e, r in rows for _ in range(2)])
+
+
+def test_summary_shows_the_change_and_no_percentage_of_a_negative_nominal():
+    from robustbench_rl.cli import format_summary
+
+    negative = format_summary(_summary_table(-1000.0, -1160.0))  # worse: a ratio would read 116%
+    row = next(line for line in negative.splitlines() if line.startswith("random"))
+    assert "-160.0" in row and "n/a" in row and "%" not in row
+    assert "change" in negative.splitlines()[1]
+    positive = format_summary(_summary_table(200.0, 150.0))
+    row = next(line for line in positive.splitlines() if line.startswith("random"))
+    assert "-50.0" in row and "75%" in row
+
+
+def test_attack_list_expands_all_among_other_names():
+    from robustbench_rl.cli import parse_attack_list
+
+    everything = parse_attack_list(None, None, "all")
+    assert parse_attack_list(None, None, "all,min-q") == everything and "min-q" in everything
+    assert parse_attack_list(None, None, "biggest,random,biggest") == ["biggest", "random"]
+    with pytest.raises(click.BadParameter, match="unknown attack 'foo'"):
+        parse_attack_list(None, None, "all,foo")

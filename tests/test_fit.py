@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import gymnasium as gym
 import pytest
 import torch
 from click.testing import CliRunner
@@ -23,6 +24,7 @@ from robustbench_rl.attacks.fit import (
 )
 from robustbench_rl.checkpoint import CheckpointError, file_sha256
 from robustbench_rl.cli import main
+from robustbench_rl.envs import LedgeEnv
 from robustbench_rl.policy import ObsNormalizer, load_policy
 
 TINY = FitConfig(steps=200, transitions=300, hidden=(16, 16), num_envs=4)
@@ -94,7 +96,7 @@ def test_gathering_respects_the_budget_and_flags_only_terminations(pendulum):
     assert torch.equal(data.act, again.act) and torch.equal(data.next_obs, again.next_obs)
 
 
-def test_cache_hit_is_free_and_one_edited_byte_invalidates_the_critic(tmp_path, monkeypatch):
+def test_cache_hit_is_free_and_one_edited_weight_invalidates_the_critic(tmp_path, monkeypatch):
     import robustbench_rl.attacks.fit as fit
 
     path = write_random_checkpoint(tmp_path / "p.safetensors", env_id="Pendulum-v1", critics=(), seed=1)
@@ -112,10 +114,14 @@ def test_cache_hit_is_free_and_one_edited_byte_invalidates_the_critic(tmp_path, 
     get_fitted_critic(policy, "q", config=FitConfig(**{**TINY.__dict__, "steps": 201}), cache_dir=cache)
     assert len(calls) == 2
 
-    # flip one byte of the last tensor's data: still a valid checkpoint, but other policy bytes
-    raw = bytearray(path.read_bytes())
-    raw[-1] ^= 0x01
-    path.write_bytes(bytes(raw))
+    # nudge one weight and save again: a valid checkpoint (its checksum rewritten), but other policy bytes
+    from robustbench_rl.checkpoint import load_checkpoint, save_checkpoint
+
+    tensors, meta = load_checkpoint(path)
+    last = sorted(tensors)[-1]
+    tensors[last] = tensors[last].clone()
+    tensors[last].view(-1)[0] += 1e-3
+    save_checkpoint(path, tensors, meta)
     edited = load_policy(str(path))
     with pytest.raises(CheckpointError, match="refit"):
         load_critic(cached_file, edited)
@@ -202,3 +208,64 @@ def test_fit_critic_cli_fits_once_then_reads_the_cache(tmp_path, monkeypatch):
     assert bad.exit_code != 0 and bad.output.startswith("Error:") and "Traceback" not in bad.output
     bad = CliRunner().invoke(main, ["fit-critic", "--policy", str(policy), "--kind", "v"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+
+
+class _LowLedge(LedgeEnv):
+    """Ledge with the cliff at 0.3: a policy acting at 0.45 earns 0.45 on Ledge and -1 here."""
+
+    ledge = 0.3
+
+
+if "rbrl_test/LowLedge-v0" not in gym.registry:
+    gym.register(id="rbrl_test/LowLedge-v0", entry_point=_LowLedge, max_episode_steps=1)
+
+
+def test_fit_critic_cli_fits_on_the_env_given_and_keys_the_cache_by_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RBRL_CACHE_DIR", str(tmp_path / "cache"))
+    policy = write_constant_ledge_policy(tmp_path / "ledge.safetensors", 0.45)
+    args = ["fit-critic", "--policy", str(policy), "--steps", "50", "--transitions", "200", "--check", "0"]
+    low = CliRunner().invoke(main, [*args, "--env", "rbrl_test/LowLedge-v0", "--out", str(tmp_path / "low.safetensors")])
+    own = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "own.safetensors")])
+    assert low.exit_code == 0 and own.exit_code == 0, low.output + own.output
+    assert "fitted in" in own.output  # not the LowLedge critic from the cache
+    low_meta, own_meta = (json.loads(safe_open(str(tmp_path / f), framework="pt").metadata()["rbrl"])
+                          for f in ("low.safetensors", "own.safetensors"))
+    assert low_meta["env_id"] == low_meta["policy_context"]["env_id"] == "rbrl_test/LowLedge-v0"
+    assert own_meta["env_id"] == "rbrl/Ledge-v0"
+    # the transitions came from the env asked for: past LowLedge's cliff, the policy's actions mostly earn -1
+    assert low_meta["stats"]["behaviour_return_mean"] < 0 < own_meta["stats"]["behaviour_return_mean"]
+    loaded = load_policy(str(policy))
+    assert load_critic(tmp_path / "low.safetensors", loaded, "q", env_id="rbrl_test/LowLedge-v0") is not None
+    with pytest.raises(CheckpointError, match="another context"):
+        load_critic(tmp_path / "low.safetensors", loaded, "q")
+
+
+def test_fit_critic_cli_says_fitted_after_refitting_a_damaged_cache_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("RBRL_CACHE_DIR", str(tmp_path / "cache"))
+    policy = write_random_checkpoint(tmp_path / "p.safetensors", env_id="Pendulum-v1", critics=())
+    args = ["fit-critic", "--policy", str(policy), "--steps", "20", "--transitions", "100", "--check", "0"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (entry,) = (tmp_path / "cache").rglob("q-*.safetensors")
+    entry.write_bytes(entry.read_bytes()[:50])
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "fitted in" in res.output and "(cached" not in res.output
+    assert "(cached;" in CliRunner().invoke(main, args).output
+
+
+@pytest.mark.parametrize("field,value", [("lr", float("inf")), ("gamma", float("nan")), ("seed", 2**32),
+                                         ("seed", -1), ("steps", 1.5), ("batch_size", True), ("hidden", "x")])
+def test_fit_config_rejects_non_finite_non_integer_and_out_of_range_values(field, value):
+    with pytest.raises(ValueError, match=f"invalid fitting setting {field}="):
+        FitConfig(**{field: value})
+
+
+def test_an_unwritable_cache_fails_before_the_fit(tmp_path, monkeypatch, pendulum):
+    import robustbench_rl.attacks.fit as fit
+
+    calls = []
+    monkeypatch.setattr(fit, "fit_critic", lambda *a, **k: calls.append(1))
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"cannot save fitted critics in .*afile"):
+        get_fitted_critic(pendulum, "q", config=TINY, cache_dir=tmp_path / "afile" / "cache")
+    assert calls == []

@@ -193,3 +193,22 @@ def test_rows_by_algo_and_by_policy(table):
     sel = (table["policy"] == "td3-s1") & (table["attack"] == "random") & (table["eps"] == 0.1)
     assert by_policy.value.at["td3-s1", "random@0.1"] == pytest.approx(table.loc[sel, "return"].mean())
     assert (by_policy.rows["seeds"] == 1).all()
+
+
+def test_non_finite_returns_are_refused_naming_the_file(tmp_path, table):
+    bad = table.copy()
+    bad.loc[3, "return"] = float("nan")
+    src = write_table(bad, tmp_path / "results.csv")
+    with pytest.raises(ValueError, match=r"results\.csv has 1 row\(s\) with a missing or non-finite return"):
+        make_report(src, tmp_path / "rep")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_an_eps_absent_from_the_results_writes_nothing(tmp_path, table):
+    src = write_table(table, tmp_path / "results.parquet")
+    with pytest.raises(ValueError, match=r"eps 0\.7 is not in the results"):
+        make_report(src, tmp_path / "rep", eps=[0.7])
+    assert not (tmp_path / "rep").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="afile is a file, not a folder"):
+        make_report(src, tmp_path / "afile" / "rep")

@@ -108,7 +108,7 @@ def test_a_checkpoint_env_module_is_imported_only_when_the_user_names_it(tmp_pat
     path = write_random_checkpoint(tmp_path / "p.safetensors", hidden=(4,))
     tensors, meta = load_checkpoint(path)
     save_checkpoint(path, tensors, {**meta, "env_id": "rbrl_planted_mod:Pendulum-v1"})
-    with pytest.raises(CheckpointError, match="will not import on a file.s say-so; pass --env rbrl_planted_mod:Pendulum-v1"):
+    with pytest.raises(CheckpointError, match=r"will not import on a file.s say-so; pass --env rbrl_planted_mod:Pendulum-v1"):
         evaluate(load_policy(str(path)), "none", 0.0, episodes=1, seed=0, max_episode_steps=2)
     assert not flag.exists()
     named = load_policy(str(path), env_id="rbrl_planted_mod:Pendulum-v1")

@@ -83,6 +83,10 @@ def test_train_oa_td3_hopper_smoke_and_config_file_round_trip(tmp_path):
     (["--algo", "td3", "--env", "Pendulum-v1", "--resume"], "nothing to resume"),
     (["--algo", "td3", "--env", "Pendulum-v1", "--config", "missing.toml"], "config file not found"),
     (["--algo", "td3", "--env", "Pendulum-v1", "--device", "gpu0"], "unknown device 'gpu0'; use cpu, cuda"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--seed", str(2**70)], "seed must be an integer in [0, 4294967295]"),
+    (["--algo", "td3", "--env", "Pendulum-v1", "--eval-every", "50", "--eval-seed", "-5"],
+     "eval-seed must be an integer in [0, 4294967295], got -5"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"
@@ -91,6 +95,42 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, args, messag
     assert message in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1, res.output
     assert not out.exists()
+
+
+def test_out_must_be_a_new_or_empty_folder_or_a_run(tmp_path):
+    """A folder holding other files is refused before anything is written into it."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "progress.csv").write_text("my own notes\n")
+    res = rbrl("train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "20", "--out", str(busy), *TINY)
+    assert res.exit_code != 0 and "is not empty and holds no training run" in res.output
+    assert [p.name for p in busy.iterdir()] == ["progress.csv"]
+    assert (busy / "progress.csv").read_text() == "my own notes\n"
+    (tmp_path / "empty").mkdir()
+    res = rbrl("train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "20", "--out", str(tmp_path / "empty"),
+               *TINY)
+    assert res.exit_code == 0, res.output
+
+
+def _files(run_dir: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")}
+
+
+@pytest.mark.parametrize("algo,extra", [("td3", TINY), ("ppo", ["--num-steps", "32", "--num-minibatches", "2",
+                                                                  "--update-epochs", "1", "--hidden", "8"])])
+def test_resuming_a_finished_run_says_it_is_complete_and_changes_nothing(tmp_path, algo, extra):
+    out = tmp_path / "run"
+    res = rbrl("train", "--algo", algo, "--env", "rbrl/Ledge-v0", "--steps", "50", "--out", str(out), *extra)
+    assert res.exit_code == 0, res.output
+    trained = load_policy(str(out / "policy.safetensors")).meta["steps"]  # PPO stops at a rollout's end: 64
+    before = _files(out)
+    res = rbrl("train", "--out", str(out), "--resume")
+    assert res.exit_code == 0, res.output
+    assert f"is already complete: {trained} steps of {algo}" in res.output and "larger N to extend it" in res.output
+    assert _files(out) == before  # not even the policy is rewritten: its sha256 ties critics and benches to it
+    res = rbrl("train", "--out", str(out), "--resume", "--steps", str(trained + 20))
+    assert res.exit_code == 0 and "resuming" in res.output, res.output
+    assert load_policy(str(out / "policy.safetensors")).meta["steps"] >= trained + 20
 
 
 def test_config_file_errors(tmp_path):
