@@ -467,6 +467,12 @@ def load_critic(path: str | os.PathLike, policy: Policy, kind: str | None = None
     return FittedCritic(module, normalize, meta["kind"], meta, path=path).to(device)
 
 
+def _zoo_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("robustbench_rl.zoo")))
+
+
 def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | None = None,
                       cache_dir: str | os.PathLike | None = None, progress: bool = False,
                       force: bool = False, env_id: str | None = None) -> FittedCritic:
@@ -484,6 +490,10 @@ def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | No
     config = config or FitConfig()
     sha = file_sha256(policy_file(policy))
     path = critic_cache_path(policy, kind, config, cache_dir, policy_sha256=sha, env_id=env_id)
+    # The zoo ships its policies' critics in the same layout: a read-only cache consulted first.
+    bundled = critic_cache_path(policy, kind, config, _zoo_dir(), policy_sha256=sha, env_id=env_id)
+    if bundled.is_file() and not force:
+        path = bundled
     if path.is_file() and not force:
         try:
             critic = load_critic(path, policy, kind, env_id=env_id)

@@ -320,7 +320,8 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
 @main.command()
 @click.argument("suite", required=False, type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Run directory (results.parquet/.csv, manifest.json, cells/). Required.")
+              help="Run directory (results.parquet/.csv, manifest.json, cells/). Required with a suite file; "
+                   "a bundled suite NAME defaults to runs/bench-NAME.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes (default: the suite's `workers`; 0 = one per CPU core).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -335,12 +336,22 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
 def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: int | None, resume: bool,
           force: bool, quiet: bool, executor: str, address: str | None) -> None:
-    """Run a benchmark SUITE (TOML): every policy x attack x eps x eval seed, resumable."""
+    """Run a benchmark SUITE (TOML): every policy x attack x eps x eval seed, resumable.
+
+    Without SUITE, runs the bundled quick suite (zoo policies, robust vs baseline) into
+    runs/bench-quick; a bundled suite can also be named (`rbrl bench quick`).
+    """
+    from robustbench_rl import zoo
     from robustbench_rl.bench import NO_DEFAULT_SUITE, run_bench
     from robustbench_rl.suite import load_suite
 
-    if suite is None:
-        raise click.ClickException(NO_DEFAULT_SUITE)
+    preset = suite is None or (not Path(suite).exists() and (zoo.SUITES / f"{suite}.toml").is_file())
+    if preset:
+        name = suite or "quick"
+        suite = str(zoo.SUITES / f"{name}.toml")
+        if not Path(suite).is_file():
+            raise click.ClickException(NO_DEFAULT_SUITE)
+        out_dir = out_dir or f"runs/bench-{name}"
     if out_dir is None:
         raise click.UsageError("give a run directory with --out DIR")
     spec = load_suite(suite)
@@ -359,6 +370,7 @@ def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: 
     click.echo(f"{run.cells_total} cells ({run.cells_skipped} already done, {run.cells_run} run) in "
                f"{run.wall_s:.1f} s; {len(run.table)} rows -> {Path(out_dir) / 'results.parquet'} "
                f"(+ results.csv, manifest.json)")
+    click.echo(f"next: rbrl report {out_dir}   (tables, robustness curves and report.html)")
 
 
 @main.command()
@@ -485,6 +497,34 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
 
 
 _train_command()
+
+
+@main.group("zoo")
+def zoo_group() -> None:
+    """The bundled reference policies: list them, or show one's manifest entry."""
+
+
+@zoo_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+def zoo_list(as_json: bool) -> None:
+    """A table of the bundled policies (use them as zoo:NAME anywhere a policy is asked for)."""
+    from robustbench_rl import zoo
+
+    rows = zoo.summary_rows()
+    click.echo(json.dumps(rows, indent=1) if as_json else zoo.format_table(rows))
+
+
+@zoo_group.command("show")
+@click.argument("name")
+def zoo_show(name: str) -> None:
+    """The manifest entry of zoo:NAME: env, algo, config, nominal return, training cost, file hashes."""
+    from robustbench_rl import zoo
+
+    try:
+        entry = zoo.entry(name.removeprefix("zoo:"))
+    except zoo.ZooError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(json.dumps({"name": name.removeprefix("zoo:"), **entry}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""Package finished zoo runs into robustbench_rl/zoo: policy files, fitted critics, manifest entries.
+
+    python benchmarks/zoo/package.py runs/zoo                 # every finished run not yet packaged
+    python benchmarks/zoo/package.py runs/zoo --only hopper-  # names starting with a prefix
+    python benchmarks/zoo/package.py runs/zoo --refresh       # re-package runs already in the manifest
+
+A run OUT/NAME/seed_S (NAME a config in robustbench_rl/zoo/configs) with a final policy.safetensors
+becomes zoo:NAME-sS. For each, this script copies the policy (actor and the critics an `own` attack
+needs: the training run's policy file already holds nothing else), fits Q^pi and Q_adv^pi at the
+default fitting budget into the zoo's bundled critic cache (so benchmarking the zoo fits nothing),
+evaluates the nominal return (20 episodes, eval seed 0) and records it all in manifest.json with the
+sha256 of every file and the run's training wall time. The manifest is rewritten after every policy,
+atomically, so a stopped packaging run loses at most the policy in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robustbench_rl import zoo
+from robustbench_rl.attacks.fit import KINDS, FitConfig, critic_cache_path, get_fitted_critic
+from robustbench_rl.checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
+from robustbench_rl.policy import load_policy
+from robustbench_rl.rollout import evaluate
+
+NOMINAL_EPISODES = 20
+CONDITIONS = ("two runs at once on the 2 cores (benchmarks/zoo/train.sh runs/zoo 2), other work alongside: "
+              "wall times are upper bounds, compare them only within the zoo")
+
+
+def machine() -> str:
+    """The CPU model and core count, as a short label for the manifest."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def training_cost(run_dir: Path) -> dict:
+    """Wall time and speed of a finished run from its progress.csv (wall_s accumulates over resumes)."""
+    progress = pd.read_csv(run_dir / "progress.csv")
+    last = progress.iloc[-1]
+    wall = float(last["wall_s"])
+    return {"wall_s": round(wall, 1), "steps": int(last["step"]),
+            "steps_per_s": round(float(last["step"]) / wall, 2) if wall > 0 else None,
+            "final_eval_return": None if pd.isna(last.get("eval_return")) else float(last["eval_return"])}
+
+
+def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
+    """Copy one finished run into the zoo, fit its critics and evaluate it; returns its manifest entry."""
+    zoo_name = f"{name}-s{seed}"
+    dest = zoo.ZOO_DIR / f"{zoo_name}.safetensors"
+    # Re-saved rather than copied: the same tensors and metadata, plus the tensor checksum that
+    # load_policy verifies (files written by older rbrl versions lack it).
+    tensors, meta = load_checkpoint(run_dir / "policy.safetensors")
+    save_checkpoint(dest, tensors, meta)
+    os.chmod(dest, 0o644)
+    policy = load_policy(str(dest))
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    files = {dest.name: file_sha256(dest)}
+    torch.set_num_threads(threads)
+    for kind in KINDS:
+        critic = get_fitted_critic(policy, kind, cache_dir=zoo.ZOO_DIR, progress=True)
+        rel = Path(critic.path).relative_to(zoo.ZOO_DIR).as_posix()
+        assert critic_cache_path(policy, kind, FitConfig(), zoo.ZOO_DIR) == Path(critic.path)
+        files[rel] = file_sha256(critic.path)
+    res = evaluate(policy, "none", 0.0, episodes=NOMINAL_EPISODES, seed=0, num_envs=8, progress=False)
+    return {
+        "env_id": policy.env_id, "algo": config["run"]["algo"], "seed": seed,
+        "steps": int(config["run"]["steps"]), "config": f"configs/{name}.toml",
+        "hyperparameters": config.get("hyperparameters", {}),
+        "nominal": {"mean": round(res.mean, 3), "std": round(res.std, 3), "episodes": NOMINAL_EPISODES,
+                    "eval_seed": 0, "returns": [round(float(r), 3) for r in res.returns]},
+        "training": {**training_cost(run_dir), "machine": machine(), "threads": 1,
+                     "conditions": CONDITIONS,
+                     "torch": torch.__version__, "python": platform.python_version()},
+        "files": files,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="The zoo's run root (benchmarks/zoo/train.sh's output).")
+    parser.add_argument("--only", default="", help="Package only names starting with this prefix.")
+    parser.add_argument("--refresh", action="store_true", help="Re-package runs already in the manifest.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for fitting (default 2).")
+    args = parser.parse_args(argv)
+    configs = zoo.ZOO_DIR / "configs"
+    manifest = zoo.read_manifest()
+    done = 0
+    for config in sorted(configs.glob("*.toml")):
+        name = config.stem
+        if not name.startswith(args.only):
+            continue
+        for run_dir in sorted(p for p in (args.runs / name).glob("seed_*") if p.is_dir()):
+            seed = int(run_dir.name.removeprefix("seed_"))
+            zoo_name = f"{name}-s{seed}"
+            if not (run_dir / "policy.safetensors").is_file():
+                continue
+            if zoo_name in manifest["policies"] and not args.refresh:
+                continue
+            print(f"packaging {zoo_name} from {run_dir}", file=sys.stderr, flush=True)
+            manifest["policies"][zoo_name] = package_run(name, seed, run_dir, args.threads)
+            manifest["policies"] = dict(sorted(manifest["policies"].items()))
+            atomic_write_bytes(zoo.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+            entry = manifest["policies"][zoo_name]["nominal"]
+            print(f"  nominal return {entry['mean']:.1f} +- {entry['std']:.1f} ({entry['episodes']} episodes)",
+                  file=sys.stderr, flush=True)
+            done += 1
+    total = sum(p.stat().st_size for p in zoo.ZOO_DIR.rglob("*.safetensors"))
+    print(f"packaged {done} policies; the zoo holds {len(manifest['policies'])} policies, "
+          f"{total / 2**20:.1f} MiB of weights", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

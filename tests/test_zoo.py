@@ -1,0 +1,101 @@
+"""The bundled zoo: every file matches the manifest, critics are where the attacks look, returns reproduce."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from robustbench_rl import zoo
+from robustbench_rl.attacks.fit import KINDS, FitConfig, critic_cache_path, get_fitted_critic
+from robustbench_rl.policy import load_policy
+from robustbench_rl.rollout import evaluate
+
+NAMES = zoo.names()
+
+
+def test_the_manifest_names_every_bundled_policy_file():
+    bundled = sorted(p.stem for p in zoo.ZOO_DIR.glob("*.safetensors"))
+    assert bundled == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_zoo_file_matches_its_sha256_and_loads(name, tmp_path):
+    zoo.verify(name)
+    policy = load_policy(f"zoo:{name}")
+    entry = zoo.entry(name)
+    assert (policy.env_id, policy.meta["algo"], policy.meta["seed"]) == (entry["env_id"], entry["algo"], entry["seed"])
+    for kind in KINDS:  # the bundled fitted critics sit where the attacks look for them
+        path = critic_cache_path(policy, kind, FitConfig(), zoo.ZOO_DIR)
+        assert path.relative_to(zoo.ZOO_DIR).as_posix() in entry["files"]
+    # ... and are used without fitting, whatever the user's cache holds.
+    critic = get_fitted_critic(policy, "oa-q", cache_dir=tmp_path)
+    assert critic.cached and critic.path.is_relative_to(zoo.ZOO_DIR)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_short_nominal_evaluation_reproduces_the_recorded_returns():
+    for name in NAMES[:: max(1, len(NAMES) // 3)][:3]:  # a few policies, spread over the zoo
+        recorded = zoo.entry(name)["nominal"]["returns"][:2]
+        got = evaluate(load_policy(f"zoo:{name}"), "none", 0.0, episodes=2, seed=0, num_envs=2).returns
+        np.testing.assert_allclose(got, recorded, rtol=0.02, atol=1.0)
+
+
+def test_a_damaged_zoo_file_is_named(tmp_path, monkeypatch):
+    if not NAMES:
+        pytest.skip("no bundled policies")
+    name = NAMES[0]
+    manifest = zoo.read_manifest()
+    first = next(iter(manifest["policies"][name]["files"]))
+    manifest["policies"][name]["files"][first] = "0" * 64
+    fake = tmp_path / "manifest.json"
+    fake.write_text(json.dumps(manifest))
+    monkeypatch.setattr(zoo, "MANIFEST", fake)
+    with pytest.raises(zoo.ZooError, match=f"zoo:{name}: bundled file {first} does not match"):
+        zoo.verify(name)
+
+
+def test_unknown_names_list_the_bundled_ones():
+    with pytest.raises(zoo.ZooError, match="no bundled policy zoo:nope"):
+        zoo.entry("nope")
+    assert zoo.format_table([]) == "no bundled policies"
+    table = zoo.format_table(zoo.summary_rows())
+    for name in NAMES:
+        assert name in table
+
+
+def test_zoo_list_and_show_commands():
+    from click.testing import CliRunner
+
+    from robustbench_rl.cli import main
+
+    listed = CliRunner().invoke(main, ["zoo", "list", "--json"])
+    assert listed.exit_code == 0 and [r["name"] for r in json.loads(listed.output)] == NAMES
+    missing = CliRunner().invoke(main, ["zoo", "show", "zoo:nope"])
+    assert missing.exit_code == 1 and missing.output.count("Error:") == 1 and "rbrl zoo list" in missing.output
+    if NAMES:
+        shown = CliRunner().invoke(main, ["zoo", "show", f"zoo:{NAMES[0]}"])
+        assert shown.exit_code == 0 and json.loads(shown.output)["files"] == zoo.entry(NAMES[0])["files"]
+
+
+def test_bench_runs_a_bundled_suite_by_name_into_a_default_folder(tmp_path, monkeypatch, random_checkpoint):
+    from click.testing import CliRunner
+
+    from robustbench_rl.cli import main
+
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    policy = random_checkpoint()
+    (suites / "tiny.toml").write_text(
+        f'attacks = ["random"]\neps = [0.1]\nepisodes = 2\nnum_envs = 2\nmax_episode_steps = 20\n'
+        f'[[policies]]\nspec = "{policy}"\n')
+    monkeypatch.setattr(zoo, "SUITES", suites)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["bench", "tiny", "--quiet", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "bench-tiny" / "results.csv").is_file()
+    assert "next: rbrl report runs/bench-tiny" in res.output
+    # Without a bundled quick suite, `rbrl bench` alone says what to pass instead.
+    none = CliRunner().invoke(main, ["bench"])
+    assert none.exit_code == 1 and "pass a suite file" in none.output
