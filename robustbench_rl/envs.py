@@ -125,7 +125,7 @@ def make_vec_env(env_id: str, num_envs: int, seed: int | None = None, **kwargs) 
     """`num_envs` copies of :func:`make_env` in one synchronous vector env (gymnasium's next-step autoreset).
 
     Synchronous on purpose: on MuJoCo a step costs ~70 us, less than the inter-process overhead of
-    AsyncVectorEnv (see shared/research/perf-anchors.md). Sub-env i's action space gets seed + i.
+    AsyncVectorEnv. Sub-env i's action space gets seed + i.
     """
     if num_envs < 1:
         raise EnvError(f"num_envs must be >= 1, got {num_envs}")
