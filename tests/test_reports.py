@@ -212,3 +212,16 @@ def test_an_eps_absent_from_the_results_writes_nothing(tmp_path, table):
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match="afile is a file, not a folder"):
         make_report(src, tmp_path / "afile" / "rep")
+
+
+def test_training_curves_say_which_return_they_show(tmp_path):
+    with_eval = write_run(tmp_path / "a", "td3", [1000, 2000], [10, 20])
+    ax = plots.training_curves([with_eval])
+    assert ax.get_ylabel() == "evaluation return (deterministic)" and not ax.texts
+    no_eval = write_run(tmp_path / "b", "td3", [1000, 2000], [10, 20])
+    df = pd.read_csv(no_eval / "progress.csv").assign(eval_return=np.nan)
+    df.to_csv(no_eval / "progress.csv", index=False)
+    ax = plots.training_curves([no_eval])
+    assert ax.get_ylabel() == "training episode return (with exploration)"
+    assert any("no evaluation return logged" in t.get_text() for t in ax.texts)
+    plt.close("all")
