@@ -79,7 +79,7 @@ class RunConfig:
     """Options of a training run that are not algorithm hyperparameters."""
 
     algo: str = ""
-    """Algorithm to train (the registered names are listed by `rbrl train --help`)."""
+    """Algorithm to train: td3, oa-td3 (TD3 with the OA critic and actor mix), ppo, or oa-ppo."""
     env: str = ""
     """Gymnasium env id (any registered id, or module:EnvId)."""
     steps: int = 100_000

@@ -242,3 +242,16 @@ def test_resume_state_is_never_unpickled_as_code(tmp_path):
     res = rbrl("train", "--out", str(out), "--resume", "--steps", "200")
     assert res.exit_code != 0 and "not a usable resume state" in res.output
     assert not marker.exists()
+
+
+def test_train_help_names_every_algorithm_in_the_algo_option():
+    from click.testing import CliRunner
+
+    from robustbench_rl.cli import main
+    from robustbench_rl.training import _ALGOS
+
+    text = CliRunner().invoke(main, ["train", "--help"]).output
+    option = " ".join(text[text.index("--algo"):text.index("--env")].split()).replace("- ", "-")
+    help_text = option.split("]", 1)[1]  # after the click choice list
+    assert "--help" not in help_text  # names the algorithms instead of sending the reader in a circle
+    assert _ALGOS and all(name in help_text for name in _ALGOS)
