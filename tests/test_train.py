@@ -251,7 +251,8 @@ def test_train_help_names_every_algorithm_in_the_algo_option():
     from robustbench_rl.training import _ALGOS
 
     text = CliRunner().invoke(main, ["train", "--help"]).output
-    option = " ".join(text[text.index("--algo"):text.index("--env")].split()).replace("- ", "-")
+    start = text.index("--algo [")
+    option = " ".join(text[start:text.index("--env", start)].split()).replace("- ", "-")
     help_text = option.split("]", 1)[1]  # after the click choice list
     assert "--help" not in help_text  # names the algorithms instead of sending the reader in a circle
     assert _ALGOS and all(name in help_text for name in _ALGOS)
