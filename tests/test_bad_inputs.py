@@ -93,6 +93,8 @@ TRAIN = ["train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "20", "-
 CASES = [
     ("top-unknown-command", ["nosuch"], "No such command"),
     # info
+    ("zoo-show-unknown", ["zoo", "show", "zoo:nope"], "no bundled policy zoo:nope"),
+    ("zoo-unknown-subcommand", ["zoo", "fetch"], "No such command 'fetch'"),
     ("info-missing", ["info", "{W}/nope.safetensors"], "checkpoint not found"),
     ("info-binary", ["info", "{W}/junk.bin"], "not a valid safetensors checkpoint"),
     ("info-folder", ["info", "{W}/busy"], "is a directory"),

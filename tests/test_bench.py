@@ -103,7 +103,10 @@ def test_bad_toml_and_duplicate_names_are_one_line_cli_errors(tmp_path, random_c
     assert not (tmp_path / "o").exists()
 
 
-def test_bench_without_suite_says_no_bundled_suite():
+def test_bench_without_suite_says_no_bundled_suite(tmp_path, monkeypatch):
+    from robustbench_rl import zoo
+
+    monkeypatch.setattr(zoo, "SUITES", tmp_path)  # an install without a bundled quick suite
     res = CliRunner().invoke(main, ["bench"])
     assert res.exit_code != 0
     assert "no bundled default suite" in res.output and len(res.output.strip().splitlines()) == 1
