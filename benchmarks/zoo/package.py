@@ -28,6 +28,7 @@ import torch
 
 from robustbench_rl import zoo
 from robustbench_rl.attacks.fit import KINDS, FitConfig, critic_cache_path, get_fitted_critic
+from robustbench_rl.bench import machine_info
 from robustbench_rl.checkpoint import atomic_write_bytes, file_sha256, load_checkpoint, save_checkpoint
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
@@ -39,15 +40,8 @@ CONDITIONS = ("two runs at once on the 2 cores (benchmarks/zoo/train.sh runs/zoo
 
 def machine() -> str:
     """The CPU model and core count, as a short label for the manifest."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    info = machine_info()
+    return f"{info['cpu'] or platform.machine()}, {info['cpu_count']} cores"
 
 
 def training_cost(run_dir: Path) -> dict:
