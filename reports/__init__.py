@@ -36,8 +36,60 @@ def sanity_flags(table, manifest: dict | None = None) -> list[str] | None:
     return [str(f) for f in sanity.sanity_flags(table, grads)]
 
 
+KEY_COLUMNS = ["policy", "env_id", "attack", "critic_source", "eps", "eval_seed", "episode"]
+"""What identifies one episode's row; two inputs that share a key describe the same episode."""
+
+
+def pool_results(sources: Sequence[str | os.PathLike]):
+    """One results table from several bench directories or results files, with their manifests.
+
+    Rows that two inputs share exactly (e.g. the nominal episodes that two ``rbrl attack`` runs of one
+    policy both evaluated) are kept once; a key with two different returns is an error naming both
+    inputs, because pooling them would count one episode twice. Returns (table, [(source, manifest
+    or None)], note or None), where the note says which inputs are unfinished bench runs.
+    """
+    import pandas as pd
+
+    from robustbench_rl.bench import read_results
+
+    frames, manifests, partial = [], [], []
+    for src in map(Path, sources):
+        table = read_results(src, partial=True)
+        if "partial" in table.attrs:
+            done, total = table.attrs["partial"]
+            partial.append(f"{src} ({done} of {total} cells)")
+            print(f"note: {src} is an unfinished run; reporting its {done} of {total} finished cells",
+                  file=sys.stderr)
+        manifest = None
+        if src.is_dir() and (src / "manifest.json").is_file():
+            try:
+                manifest = json.loads((src / "manifest.json").read_text())
+            except ValueError:
+                raise ValueError(f"{src / 'manifest.json'} is corrupt (not JSON); move it away to report the "
+                                 "results without provenance") from None
+        frames.append(table.assign(_source=str(src)))
+        manifests.append((str(src), manifest))
+    pooled = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if "group" in pooled.columns:  # a bench run's groups; rows from `rbrl attack` files group by algorithm
+        pooled["group"] = pooled["group"].fillna(pooled["algo"])
+    if len(frames) > 1:
+        pooled = pooled.drop_duplicates(subset=KEY_COLUMNS + ["return", "length"], keep="first")
+        clash = pooled.duplicated(subset=KEY_COLUMNS, keep=False)
+        if clash.any():
+            rows = pooled[clash]
+            first = rows.iloc[0]
+            same = rows[(rows[KEY_COLUMNS] == first[KEY_COLUMNS]).all(axis=1)]["_source"].unique()
+            raise ValueError(
+                f"policy {first['policy']!r} ({first['attack']}, eps {first['eps']:g}, episode {first['episode']}) "
+                f"has different returns in {' and '.join(same[:2])}: these are two different policies with one "
+                "name, or runs under different settings; report them separately or rename a run folder")
+    pooled = pooled.drop(columns="_source").reset_index(drop=True)
+    note = f"Unfinished run: this report covers only the finished cells of {', '.join(partial)}." if partial else None
+    return pooled, manifests, note
+
+
 def make_report(
-    results: str | os.PathLike,
+    results: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike | None = None,
     *,
     formats: Sequence[str] = FORMATS,
@@ -49,8 +101,10 @@ def make_report(
 ) -> list[Path]:
     """Write tables (md / tex / csv), figures (PNG + SVG) and report.html for a bench run.
 
-    `results` is a bench directory (results.parquet + manifest.json) or a results .csv/.parquet
-    file (e.g. from ``rbrl attack --out``); `out_dir` defaults to :func:`report_dir`. `eps` restricts
+    `results` is a bench directory (results.parquet + manifest.json), a results .csv/.parquet file
+    (e.g. from ``rbrl attack --out``), or a list of them, pooled by :func:`pool_results` (so that
+    two policies attacked separately share one table and one figure); `out_dir` defaults to
+    :func:`report_dir`. `eps` restricts
     the table columns and chooses the eps of the grouped-bar figures (default: all eps in tables, bars
     at the largest eps). `run_dirs` adds a training-curve figure from those runs' progress.csv.
     Everything that can fail on the input (an unwritable `out_dir`, an unreadable table, an eps not in
@@ -58,7 +112,7 @@ def make_report(
     """
     import matplotlib.pyplot as plt
 
-    from robustbench_rl.bench import check_writable, read_results
+    from robustbench_rl.bench import check_writable
     from robustbench_rl.checkpoint import atomic_write_bytes
     from robustbench_rl.reports import html as html_mod
     from robustbench_rl.reports import plots, tables
@@ -67,23 +121,14 @@ def make_report(
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown report format {bad[0]!r}; choose from {', '.join(FORMATS)}")
-    src = Path(results)
-    out = check_writable(report_dir(src, out_dir), folder=True)
-    table = read_results(src, partial=True)
-    note = None
-    if "partial" in table.attrs:
-        done, total = table.attrs["partial"]
-        note = f"Unfinished run: this report covers {done} of {total} cells."
-        print(f"note: {src} is an unfinished run; reporting its {done} of {total} finished cells", file=sys.stderr)
+    sources = [Path(results)] if isinstance(results, (str, os.PathLike)) else [Path(r) for r in results]
+    if not sources:
+        raise ValueError("give at least one bench directory or results file to report")
+    out = check_writable(report_dir(sources, out_dir), folder=True)
+    table, manifests, note = pool_results(sources)
     if table.empty:
-        raise ValueError(f"the results in {src} are empty; nothing to report")
-    manifest = None
-    if src.is_dir() and (src / "manifest.json").is_file():
-        try:
-            manifest = json.loads((src / "manifest.json").read_text())
-        except ValueError:
-            raise ValueError(f"{src / 'manifest.json'} is corrupt (not JSON); move it away to report the "
-                             "results without provenance") from None
+        raise ValueError(f"the results in {', '.join(map(str, sources))} are empty; nothing to report")
+    gradients = [g for _, m in manifests for g in (m or {}).get("critic_gradients", [])]
     col = group_column(table, by)
     summary = summarize(table, by=col, statistic=statistic, random_state=random_state)
     pct_summary = summarize(table, by=col, statistic=statistic, values="pct", random_state=random_state)
@@ -106,7 +151,7 @@ def make_report(
     if "csv" in formats:
         write(out / "summary.csv", summary.to_csv(index=False))
     sections = []
-    flags = sanity_flags(table, manifest)
+    flags = sanity_flags(table, {"critic_gradients": gradients})
     for env, t in main.items():
         stem = out / f"table_{_slug(env)}"
         for fmt, render in (("md", tables.to_markdown), ("tex", tables.to_latex), ("csv", tables.to_csv)):
@@ -132,21 +177,30 @@ def make_report(
         sections.append(html_mod.Section("Training", "", [("training curves", plots.figure_png_bytes(training))]))
         plt.close(training)
     if "html" in formats:
-        name = (manifest or {}).get("suite", {}).get("name") or src.stem
+        name = " + ".join((m or {}).get("suite", {}).get("name") or Path(src).stem for src, m in manifests)
         write(out / "report.html", html_mod.render_html(f"rbrl report: {name}", sections, flags=flags,
-                                                        manifest=manifest, note=note))
+                                                        manifests=manifests, note=note))
     if flags:
         write(out / "sanity_flags.txt", "\n".join(flags) + "\n")
     return written
 
 
-def report_dir(results: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
-    """Where :func:`make_report` writes: `out_dir`, else RESULTS/report for a bench directory, else a
-    ``report`` folder next to a results file."""
+def report_dir(results: str | os.PathLike | Sequence[str | os.PathLike],
+               out_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`make_report` writes: `out_dir`; else DIR/report for one bench directory; else a
+    folder named after the input(s) next to the first one: ``td3-report`` for ``td3.csv``,
+    ``td3+oa-td3-report`` for ``td3.csv oa-td3.csv`` (so reports of different inputs in one folder
+    never overwrite each other)."""
     if out_dir is not None:
         return Path(out_dir)
-    src = Path(results)
-    return src / "report" if src.is_dir() else src.parent / "report"
+    sources = [Path(results)] if isinstance(results, (str, os.PathLike)) else [Path(r) for r in results]
+    first = sources[0]
+    if len(sources) == 1 and first.is_dir():
+        return first / "report"
+    names = [_slug(s.name if s.is_dir() else s.stem) or "results" for s in sources]
+    if len(names) > 3:
+        names = names[:3] + [f"{len(names) - 3}-more"]
+    return (first if first.is_dir() and len(sources) == 1 else first.parent) / ("+".join(names) + "-report")
 
 
-__all__ = ["FORMATS", "make_report", "report_dir", "sanity_flags"]
+__all__ = ["FORMATS", "KEY_COLUMNS", "make_report", "pool_results", "report_dir", "sanity_flags"]

@@ -77,8 +77,9 @@ def meta_html(manifest: dict | None) -> str:
 
 
 def render_html(title: str, sections: Sequence[Section], *, flags: Sequence[str] | None = None,
-                manifest: dict | None = None, note: str | None = None) -> str:
-    """The whole report page as one string; `note` is a warning shown under the title."""
+                manifests: Sequence[tuple[str, dict | None]] = (), note: str | None = None) -> str:
+    """The whole report page as one string: `manifests` holds (input, bench manifest or None) for each
+    pooled input; `note` is a warning shown under the title."""
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body>", f"<h1>{escape(title)}</h1>",
              f"<p>Generated {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} by rbrl report.</p>",
@@ -89,5 +90,10 @@ def render_html(title: str, sections: Sequence[Section], *, flags: Sequence[str]
         parts.append(sec.html)
         for caption, png in sec.figures:
             parts.append(f"<figure>{img_tag(png, caption)}<figcaption>{escape(caption)}</figcaption></figure>")
-    parts += ["<h2>Provenance</h2>", meta_html(manifest), "</body></html>"]
+    parts.append("<h2>Provenance</h2>")
+    for src, manifest in manifests:
+        if len(manifests) > 1:
+            parts.append(f"<h3>{escape(src)}</h3>")
+        parts.append(meta_html(manifest))
+    parts.append("</body></html>")
     return "\n".join(parts)

@@ -374,27 +374,31 @@ def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: 
 
 
 @main.command()
-@click.argument("results", type=click.Path(exists=True))
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--format", "formats", default="md,tex,csv,html", show_default=True,
               help="Comma-separated outputs: md, tex, csv, html (figures are always written as PNG + SVG).")
 @click.option("--eps", "eps_list", default=None, callback=lambda c, p, v: None if v is None else parse_eps_list(c, p, v),
               help="Comma-separated eps to show in the tables and the bar charts (default: all eps in "
                    "the tables, bars at the largest).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Where to write the report (default: RESULTS/report).")
+              help="Where to write the report (default: DIR/report for one bench directory, else "
+                   "NAME-report next to the first input, e.g. td3+oa-td3-report).")
 @click.option("--runs", "run_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="Training run directory (repeatable): adds training curves from its progress.csv.")
 @click.option("--by", type=click.Choice(["group", "algo", "policy"]), default="group", show_default=True,
               help="Row / line unit: suite groups (seeds pooled), algorithms, or single policies.")
 @click.option("--stat", "statistic", type=click.Choice(["mean", "iqm"]), default="mean", show_default=True,
               help="Statistic shown in tables and plots (CIs are bootstrap 95% of this statistic).")
-def report(results: str, formats: str, eps_list: list[float] | None, out_dir: str | None, run_dirs: tuple[str, ...],
+def report(results: tuple[str, ...], formats: str, eps_list: list[float] | None, out_dir: str | None, run_dirs: tuple[str, ...],
            by: str, statistic: str) -> None:
-    """Tables, robustness curves and report.html from a bench directory (or a results file)."""
+    """Tables, robustness curves and report.html from bench directories or results files.
+
+    Several RESULTS are pooled into one report, e.g. `rbrl report td3.csv oa-td3.csv` compares two
+    policies attacked by separate `rbrl attack` runs."""
     from robustbench_rl.reports import make_report
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
-    paths = make_report(results, out_dir, formats=fmts, eps=eps_list, run_dirs=run_dirs, by=by, statistic=statistic)
+    paths = make_report(list(results), out_dir, formats=fmts, eps=eps_list, run_dirs=run_dirs, by=by, statistic=statistic)
     where = paths[0].parent if paths else out_dir
     html = [p for p in paths if p.name == "report.html"]
     click.echo(f"wrote {len(paths)} files to {where}" + (f"; open {html[0]}" if html else ""))

@@ -65,6 +65,9 @@ def ws(tmp_path):
              "critic_source": "none", "eps": eps, "eval_seed": 0, "episode": i, "reset_seed": i,
              "return": 0.4 - eps, "length": 1} for att, eps in (("none", 0.0), ("random", 0.1)) for i in range(3)]
     pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(w / "good.csv", index=False)
+    clash = pd.DataFrame(rows)[RESULT_COLUMNS]
+    clash["return"] += 1.0  # the same policy name and episodes with other returns: not poolable
+    clash.to_csv(w / "clash.csv", index=False)
     nan = pd.DataFrame(rows)[RESULT_COLUMNS]
     nan.loc[1, "return"] = float("nan")
     nan.to_csv(w / "nan.csv", index=False)
@@ -172,6 +175,7 @@ CASES = [
     ("report-eps-absent", ["report", "{W}/good.csv", "--eps", "0.7"], "eps 0.7 is not in the results"),
     ("report-binary", ["report", "{W}/junk.csv"], "not a readable results table"),
     ("report-columns", ["report", "{W}/cols.csv"], "missing columns"),
+    ("report-pooled-clash", ["report", "{W}/good.csv", "{W}/clash.csv"], "has different returns in"),
     ("report-format", ["report", "{W}/good.csv", "--format", "md,pdf"], "unknown report format 'pdf'"),
     ("report-out-under-a-file", ["report", "{W}/good.csv", "--out", "{W}/afile/rep"], "afile is a file, not a folder"),
     ("report-out-unwritable", ["report", "{W}/good.csv", "--out", "{LOCKED}/rep"], "cannot write in"),

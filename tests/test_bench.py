@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -315,11 +316,52 @@ def test_cli_bench_then_report(tmp_path, random_checkpoint):
     assert res.exit_code != 0 and "unknown report format 'pdf'" in res.output
 
 
-def test_example_suite_parses():
-    suite = load_suite(Path(__file__).resolve().parents[1] / "examples" / "suite.toml")
-    assert suite.attacks == ("random", "biggest", "min-q", "min-oa-q") and len(suite.policies) == 4
-    assert {p.group for p in suite.policies} == {"TD3", "OA-TD3"}
-    assert all(Path(p.spec).is_absolute() for p in suite.policies)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_every_example_suite_runs_from_readme_commands():
+    """Each example's policies are bundled zoo policies or the --out of a `rbrl train` in README.md."""
+    from robustbench_rl.zoo import names
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    trained = {m for m in re.findall(r"rbrl train [^\n]*(?:\\\n[^\n]*)*--out (\S+)", readme)}
+    suites = sorted(EXAMPLES.glob("*.toml"))
+    assert {s.name for s in suites} >= {"suite.toml", "ledge.toml"}
+    for path in suites:
+        suite = load_suite(path)
+        assert f"rbrl bench examples/{path.name}" in readme or path.name == "suite.toml", path.name
+        for p in suite.policies:
+            if p.spec.startswith("zoo:"):
+                assert p.spec[4:] in names(), (path.name, p.spec)
+            else:
+                run = Path(p.spec).parent.relative_to(EXAMPLES.parent).as_posix()
+                assert run in trained, (path.name, run)
+
+
+def test_the_ledge_example_compares_both_policies_under_the_same_attacks(tmp_path, ledge_td3_policy):
+    import shutil
+
+    from conftest import train_tiny
+
+    (tmp_path / "examples").mkdir()
+    shutil.copy(EXAMPLES / "ledge.toml", tmp_path / "examples" / "ledge.toml")
+    (tmp_path / "runs" / "ledge-td3").mkdir(parents=True)
+    shutil.copy(ledge_td3_policy, tmp_path / "runs" / "ledge-td3" / "policy.safetensors")
+    train_tiny(tmp_path / "runs" / "ledge-oatd3", "oa-td3", extra=("--omega", "0", "--eps-train", "0.2"))
+    env = {**os.environ, "RBRL_CACHE_DIR": str(tmp_path / "cache")}
+    out = tmp_path / "runs" / "bench-ledge"
+    res = CliRunner(env=env).invoke(main, ["bench", str(tmp_path / "examples" / "ledge.toml"), "--out", str(out),
+                                           "--workers", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(out / "results.parquet")
+    cells = table.groupby("policy")[["attack", "eps"]].apply(lambda t: set(map(tuple, t.values)))
+    assert cells["td3"] == cells["oa-td3"] and len(cells["td3"]) == 1 + 4 * 2
+    sources = table[table["attack"] == "min-oa-q"].groupby("policy")["critic_source"].first()
+    assert sources["td3"] == "fitted" and sources["oa-td3"] == "own"
+    res = CliRunner().invoke(main, ["report", str(out), "--format", "md"])
+    assert res.exit_code == 0, res.output
+    md = (out / "report" / "table_rbrl-Ledge-v0.md").read_text()
+    assert "| TD3 |" in md and "| OA-TD3 |" in md
 
 
 def test_report_on_an_unfinished_run_and_on_foreign_files(tmp_path, random_checkpoint):

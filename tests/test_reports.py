@@ -184,6 +184,38 @@ def test_make_report_from_a_results_file(tmp_path, table):
         make_report(tmp_path / "rep")
 
 
+def test_several_inputs_pool_into_one_report_named_after_them(tmp_path, table):
+    td3 = table[table["algo"] == "td3"].drop(columns="group")
+    oa = table[table["algo"] == "oa-td3"].drop(columns="group")
+    nominal_again = td3[td3["attack"] == "none"]  # a second `rbrl attack` run re-evaluated the nominal episodes
+    a = write_table(td3, tmp_path / "td3.csv")
+    b = write_table(pd.concat([oa, nominal_again]), tmp_path / "oa-td3.csv")
+    paths = make_report([a, b], formats=["csv", "html"])
+    out = tmp_path / "td3+oa-td3-report"
+    assert paths and all(p.parent == out for p in paths)
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["algo"]) == {"td3", "oa-td3"}
+    nominal = summary[(summary["algo"] == "td3") & (summary["attack"] == "none")]
+    assert nominal["n_episodes"].iloc[0] == 12 and nominal["value"].iloc[0] == pytest.approx(
+        td3[td3["attack"] == "none"].groupby("policy")["return"].mean().mean())  # each episode once
+    html = (out / "report.html").read_text()
+    assert "td3 + oa-td3" in html and html.count('class="meta"') == 0  # results files have no manifest
+    # a single file's default report is named after it, so two files in one folder keep two reports
+    make_report(a, formats=["csv"])
+    make_report(b, formats=["csv"])
+    assert (tmp_path / "td3-report" / "summary.csv").is_file() and (tmp_path / "oa-td3-report" / "summary.csv").is_file()
+
+
+def test_pooling_a_bench_run_with_an_attack_file_groups_the_file_by_algo(tmp_path, table):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    write_table(table[table["algo"] == "td3"], bench / "results.parquet")
+    extra = table[table["algo"] == "oa-td3"].drop(columns="group")
+    make_report([bench, write_table(extra, tmp_path / "oa.csv")], tmp_path / "rep", formats=["csv"])
+    groups = set(pd.read_csv(tmp_path / "rep" / "summary.csv")["group"])
+    assert groups == {"TD3", "oa-td3"}
+
+
 def test_rows_by_algo_and_by_policy(table):
     by_algo = tables.build_tables(table, by="algo")["Hopper-v5"]
     assert tables.to_markdown(by_algo).splitlines()[2].startswith("| algo | seeds | nominal |")
