@@ -73,7 +73,7 @@ def pool_results(sources: Sequence[str | os.PathLike]):
     if "group" in pooled.columns:  # a bench run's groups; rows from `rbrl attack` files group by algorithm
         pooled["group"] = pooled["group"].fillna(pooled["algo"])
     if len(frames) > 1:
-        pooled = pooled.drop_duplicates(subset=KEY_COLUMNS + ["return", "length"], keep="first")
+        pooled = pooled.drop_duplicates(subset=[*KEY_COLUMNS, "return", "length"], keep="first")
         clash = pooled.duplicated(subset=KEY_COLUMNS, keep=False)
         if clash.any():
             rows = pooled[clash]
@@ -199,7 +199,7 @@ def report_dir(results: str | os.PathLike | Sequence[str | os.PathLike],
         return first / "report"
     names = [_slug(s.name if s.is_dir() else s.stem) or "results" for s in sources]
     if len(names) > 3:
-        names = names[:3] + [f"{len(names) - 3}-more"]
+        names = [*names[:3], f"{len(names) - 3}-more"]
     return (first if first.is_dir() and len(sources) == 1 else first.parent) / ("+".join(names) + "-report")
 
 
