@@ -57,7 +57,7 @@ def pool_results(sources: Sequence[str | os.PathLike]):
         table = read_results(src, partial=True)
         if "partial" in table.attrs:
             done, total = table.attrs["partial"]
-            partial.append(f"{src} ({done} of {total} cells)")
+            partial.append(f"{done} of {total} cells" + (f" of {src}" if len(sources) > 1 else ""))
             print(f"note: {src} is an unfinished run; reporting its {done} of {total} finished cells",
                   file=sys.stderr)
         manifest = None
@@ -84,7 +84,7 @@ def pool_results(sources: Sequence[str | os.PathLike]):
                 f"has different returns in {' and '.join(same[:2])}: these are two different policies with one "
                 "name, or runs under different settings; report them separately or rename a run folder")
     pooled = pooled.drop(columns="_source").reset_index(drop=True)
-    note = f"Unfinished run: this report covers only the finished cells of {', '.join(partial)}." if partial else None
+    note = f"Unfinished run: this report covers {'; '.join(partial)}." if partial else None
     return pooled, manifests, note
 
 

@@ -357,7 +357,7 @@ def bench(suite: str | None, out_dir: str | None, workers: int | None, threads: 
     spec = load_suite(suite)
     ex = None
     if executor == "ray" or address:
-        from robustbench_rl.bench import default_workers, make_executor
+        from robustbench_rl.executors import default_workers, make_executor
 
         ex = make_executor(executor, workers or spec.workers or default_workers(),
                            threads or spec.threads_per_worker, address=address)
@@ -427,7 +427,7 @@ def _train_command() -> click.Command:
         hp_vals = {k: v for k, v in values.items() if k in hp_names and v is not None}
         check_output(out, folder=True)
         if seeds is not None:
-            _train_seeds(out, seeds, run_vals, hp_vals, config_file, resume, executor, workers, address)
+            _train_seeds(out, seeds, run_vals, hp_vals, config_file, resume, executor, workers, address, progress)
             return
         if executor != "local" or address:
             raise click.UsageError("--executor ray and --address train several seeds: give --seeds 0,1,2")
@@ -469,10 +469,15 @@ def _train_command() -> click.Command:
 
 
 def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_file: str | None, resume: bool,
-                 executor: str, workers: int | None, address: str | None) -> None:
-    """Resolve one run per seed (all checks before any training), then train them on an executor."""
-    from robustbench_rl.bench import default_workers, make_executor
-    from robustbench_rl.training import check_seed, resolve_config, train_task
+                 executor: str, workers: int | None, address: str | None, progress: bool | None) -> None:
+    """Resolve one run per seed (all checks before any training), then train them on an executor,
+    with one progress bar per seed (read from each run's progress.csv while it trains elsewhere)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    from robustbench_rl.executors import SerialExecutor, default_workers, make_executor
+    from robustbench_rl.training import check_seed, logged_steps, resolve_config, train_task
 
     try:
         seed_list = sorted({check_seed(int(x), "each seed") for x in seeds.split(",") if x.strip()})
@@ -483,6 +488,7 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
         raise click.BadParameter("give at least one seed, e.g. --seeds 0,1,2", param_hint="--seeds")
     if "seed" in run_vals:
         raise click.UsageError("give either --seed or --seeds, not both")
+    show = sys.stderr.isatty() if progress is None else progress
     tasks = []
     for seed in seed_list:
         run_dir = str(Path(out) / f"seed_{seed}")
@@ -492,12 +498,32 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
     ex = make_executor(executor, n, threads=max(1, tasks[0][0].threads), address=address)
     click.echo(f"training seeds {', '.join(map(str, seed_list))} of {tasks[0][0].algo} on {tasks[0][0].env} "
                f"({type(ex).__name__}, {n} at a time)")
-    for _task, summary in ex.map_unordered(train_task, tasks):
-        if summary.get("already_complete"):
-            click.echo(f"seed {summary['seed']}: already complete ({summary['steps']} steps) -> {summary['policy']}")
-            continue
-        ev = "" if summary["last_eval"] is None else f", final eval return {summary['last_eval']:.2f}"
-        click.echo(f"seed {summary['seed']}: {summary['steps']} steps in {summary['wall_s']:.0f} s{ev} -> {summary['policy']}")
+    if isinstance(ex, SerialExecutor):  # each seed trains here in turn and draws its own bar
+        tasks = [(*t, show) for t in tasks]
+        bars = {}
+    else:
+        bars = {t[0].seed: tqdm(total=t[0].steps, initial=min(logged_steps(t[2]), t[0].steps), unit="step",
+                                desc=f"seed {t[0].seed}", position=i, dynamic_ncols=True, disable=not show)
+                for i, t in enumerate(tasks)}
+
+    def tick() -> None:
+        for (run, _hp, run_dir, *_), bar in zip(tasks, bars.values(), strict=True):
+            bar.update(max(0, min(logged_steps(run_dir), run.steps) - bar.n))
+
+    try:
+        for _task, summary in ex.map_unordered(train_task, tasks, tick=tick if bars and show else None):
+            if summary["seed"] in bars:
+                bar = bars[summary["seed"]]
+                bar.update(max(0, min(summary["steps"], bar.total) - bar.n))
+            if summary.get("already_complete"):
+                msg = f"seed {summary['seed']}: already complete ({summary['steps']} steps) -> {summary['policy']}"
+            else:
+                ev = "" if summary["last_eval"] is None else f", final eval return {summary['last_eval']:.2f}"
+                msg = f"seed {summary['seed']}: {summary['steps']} steps in {summary['wall_s']:.0f} s{ev} -> {summary['policy']}"
+            tqdm.write(msg, file=sys.stdout) if bars and show else click.echo(msg)
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 _train_command()

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from robustbench_rl.executors import TICK_S
+
 
 def import_ray():
     """Import ray or raise ValueError naming the extra to install."""
@@ -40,7 +42,8 @@ class RayExecutor:
     threads: int = 1
     address: str | None = None
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[tuple[Any, Any]]:
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any],
+                      tick: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
         ray = import_ray()
         started_here = not ray.is_initialized()
         if started_here:
@@ -53,7 +56,9 @@ class RayExecutor:
         pending = {remote.remote(fn, task, self.threads): task for task in tasks}
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK_S if tick else None)
+                if tick:
+                    tick()
                 for ref in done:
                     task = pending.pop(ref)
                     yield task, ray.get(ref)

@@ -684,7 +684,7 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=run.steps, initial=min(trainer.global_step, run.steps), unit="step", disable=not show,
-               dynamic_ncols=True, desc=f"{run.algo} {run.env}")
+               dynamic_ncols=True, desc=f"{run.algo} {run.env} seed {run.seed}")
     last_eval: float | None = None
     row: dict[str, Any] = {}
     interval_returns: list[float] = []
@@ -777,12 +777,32 @@ def completed_steps(out: str | os.PathLike) -> int | None:
     return None if later else steps
 
 
-def train_task(task: tuple[RunConfig, Any, str, bool]) -> dict[str, Any]:
-    """Picklable entry point for executors (local pool, Ray): train one resolved run, return a summary."""
-    run, hp, out, resume = task
-    result = train(run, hp, out, resume=resume, progress=False)
+def train_task(task: tuple) -> dict[str, Any]:
+    """Picklable entry point for executors (local pool, Ray): train one resolved run, return a summary.
+
+    `task` is (run, hp, out, resume) or (run, hp, out, resume, progress); progress draws this run's
+    own bar, for runs trained one after another in the calling process."""
+    run, hp, out, resume, *rest = task
+    result = train(run, hp, out, resume=resume, progress=bool(rest and rest[0]))
     return {"seed": run.seed, "steps": result.steps, "policy": str(result.policy_path),
             "last_eval": result.last_eval, "wall_s": result.wall_s, "already_complete": result.already_complete}
+
+
+def logged_steps(run_dir: str | os.PathLike) -> int:
+    """The env step of the last row of RUN_DIR/progress.csv (0 when there is none yet): how far a run
+    that trains in another process has got, read without disturbing it."""
+    path = Path(run_dir) / PROGRESS_FILE
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 4096))
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        head = line.split(b",", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------

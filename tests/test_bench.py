@@ -384,7 +384,7 @@ def test_report_on_an_unfinished_run_and_on_foreign_files(tmp_path, random_check
 
 
 def test_custom_executor_plugs_in(tmp_path, random_checkpoint):
-    from robustbench_rl.bench import SerialExecutor
+    from robustbench_rl.executors import SerialExecutor
 
     seen = []
 

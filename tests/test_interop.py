@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -105,3 +107,27 @@ def test_seeds_usage_errors(tmp_path):
     assert res.exit_code == 2 and "either --seed or --seeds" in res.output
     res = run("train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--executor", "ray", "--out", tmp_path / "r")
     assert res.exit_code == 2 and "--seeds" in res.output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_train_seeds_shows_a_progress_bar_per_seed(tmp_path, workers):
+    out = tmp_path / "runs"
+    res = run("train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "300", "--seeds", "0,1",
+              "--workers", workers, "--progress", "--out", out, *TINY_TD3)
+    assert res.exit_code == 0, res.output
+    for seed in (0, 1):  # each seed's bar reaches its total, and its summary line follows
+        assert re.search(rf"seed {seed}[^\n\r]*300/300", res.stderr), res.stderr
+        assert f"seed {seed}: 300 steps" in res.stdout
+    quiet = run("train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "300", "--seeds", "0,1",
+                "--workers", workers, "--no-progress", "--out", tmp_path / "quiet", *TINY_TD3)
+    assert quiet.exit_code == 0 and "300/300" not in quiet.stderr
+
+
+def test_logged_steps_reads_the_last_progress_row(tmp_path):
+    from robustbench_rl.training import logged_steps
+
+    assert logged_steps(tmp_path) == 0
+    (tmp_path / "progress.csv").write_text("step,episodes\n1000,3\n2000,7\n30")
+    assert logged_steps(tmp_path) == 30  # a row being written still names its step
+    (tmp_path / "progress.csv").write_text("step,episodes\n")
+    assert logged_steps(tmp_path) == 0

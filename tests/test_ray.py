@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from robustbench_rl.bench import make_executor, run_bench
+from robustbench_rl.bench import run_bench
 from robustbench_rl.cli import main
+from robustbench_rl.executors import make_executor
 from robustbench_rl.suite import parse_suite
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (extra [ray]); the ray executor cannot run here")
