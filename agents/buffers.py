@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robustbench_rl.checkpoint import atomic_writer
+from robustbench_rl.files import atomic_writer
 
 
 class Batch(NamedTuple):

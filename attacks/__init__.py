@@ -1,25 +1,20 @@
-"""Bounded action attacks: the threat model, the registry, the PGD engine and the attacks themselves."""
+"""Bounded action attacks: the threat model, the registry, the PGD engine and the attacks themselves.
 
-from robustbench_rl.attacks import critic as _critic  # noqa: F401  (registers min-q, min-oa-q)
-from robustbench_rl.attacks import noise as _noise  # noqa: F401  (registers none, random, biggest)
-from robustbench_rl.attacks.base import (
-    Attack,
-    ThreatModelViolation,
-    apply_delta,
-    check_bound,
-    check_eps,
-    list_attacks,
-    make_attack,
-)
-from robustbench_rl.attacks.pgd import pgd_minimize
+The names below load on first use, so that importing a torch-free part of this package (the threat
+model's numbers in :mod:`.threat`) does not import torch.
+"""
 
-__all__ = [
-    "Attack",
-    "ThreatModelViolation",
-    "apply_delta",
-    "check_bound",
-    "check_eps",
-    "list_attacks",
-    "make_attack",
-    "pgd_minimize",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "Attack": "base", "ThreatModelViolation": "threat", "apply_delta": "base", "check_bound": "base",
+    "check_eps": "threat", "list_attacks": "base", "make_attack": "base", "pgd_minimize": "pgd",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

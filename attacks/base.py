@@ -15,23 +15,10 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-BOUND_TOL = 1e-6
-MAX_EPS = 2.0  # the whole box: any larger eps is the same threat, so a larger one is most likely a typo
+from robustbench_rl.attacks.threat import BOUND_TOL, MAX_EPS, ThreatModelViolation, check_eps
 
-
-class ThreatModelViolation(AssertionError):
-    """An attack returned an action outside the eps box or outside [-1, 1]: a bug, never a result."""
-
-
-def check_eps(eps: float) -> float:
-    """Validate an attack budget; ValueError saying what is allowed."""
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps must be a number in [0, {MAX_EPS}], got {eps!r}") from None
-    if not (0.0 <= eps <= MAX_EPS):  # also false for NaN
-        raise ValueError(f"eps must be in [0, {MAX_EPS}] (normalised action units), got {eps}")
-    return eps
+__all__ = ["BOUND_TOL", "MAX_EPS", "Attack", "ThreatModelViolation", "apply_delta", "check_bound", "check_eps",
+           "list_attacks", "make_attack", "register_attack"]
 
 
 def apply_delta(act: Tensor, delta: Tensor, eps: float) -> Tensor:
@@ -86,14 +73,22 @@ def register_attack(name: str, description: str) -> Callable[[Callable[..., Atta
     return deco
 
 
+def _register_builtin() -> None:
+    # The built-in attacks register themselves on import; importing them here (not at the top, where
+    # they would import this module back) makes the registry complete whoever asks first.
+    from robustbench_rl.attacks import critic, noise  # noqa: F401
+
+
 def list_attacks() -> list[str]:
     """Registered attack names, in the standard order (critic-free first)."""
+    _register_builtin()
     order = ["none", "random", "biggest", "min-q", "min-oa-q"]
     return [n for n in order if n in _REGISTRY] + sorted(n for n in _REGISTRY if n not in order)
 
 
 def make_attack(name: str, **kwargs) -> Attack:
     """Build a registered attack; ValueError listing the known names for an unknown one."""
+    _register_builtin()
     if name not in _REGISTRY:
         raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(list_attacks())}")
     return _REGISTRY[name](**kwargs)

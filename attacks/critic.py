@@ -25,6 +25,12 @@ from torch import Tensor
 
 from robustbench_rl.attacks.base import Attack, make_attack, register_attack
 from robustbench_rl.attacks.pgd import PGD_STARTS, pgd_minimize
+from robustbench_rl.attacks.threat import (
+    CRITIC_SOURCES,
+    DEFAULT_PGD_RESTARTS,
+    DEFAULT_PGD_START,
+    DEFAULT_PGD_STEPS,
+)
 from robustbench_rl.policy import Critic, Policy
 
 CRITIC_ATTACKS = {"min-q": "q", "min-oa-q": "q_adv"}
@@ -32,20 +38,6 @@ CRITIC_ATTACKS = {"min-q": "q", "min-oa-q": "q_adv"}
 
 CRITIC_KIND = {"q": "q", "q_adv": "oa-q"}
 """Critic key -> the ``kind`` that :mod:`robustbench_rl.attacks.fit` fits for it."""
-
-CRITIC_SOURCES = ("auto", "own", "fitted")
-
-DEFAULT_PGD_STEPS = 5
-"""Sign-gradient steps per PGD start of min-q / min-oa-q (see DEFAULT_PGD_RESTARTS)."""
-
-DEFAULT_PGD_START = "fgsm"
-"""Where the first PGD start is: the FGSM corner (see :func:`robustbench_rl.attacks.pgd.pgd_minimize`)."""
-
-DEFAULT_PGD_RESTARTS = 2
-"""PGD starts per state: the FGSM corner and one random point, 5 steps each. On trained Hopper critics
-this finds larger Q drops than the textbook 20 steps from one random start (the default before issue 7)
-in every critic and budget measured, at about 55% of its cost: a second start beats more steps
-(BENCHMARKS.md, "PGD strength per gradient evaluation")."""
 
 
 class CriticAttack:

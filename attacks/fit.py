@@ -47,13 +47,14 @@ from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.checkpoint import (
     CheckpointError,
     build_modules,
-    file_sha256,
     load_checkpoint,
     save_checkpoint,
     state_tensors,
 )
 from robustbench_rl.envs import make_env
+from robustbench_rl.files import file_sha256
 from robustbench_rl.policy import CRITIC_PREFIXES, ObsNormalizer, Policy, TwinCriticView, resolve_env_id
+from robustbench_rl.seeds import MAX_SEED
 
 KINDS = ("q", "oa-q")
 KIND_KEY = {"q": "q", "oa-q": "q_adv"}  # fitted kind -> the Policy.critics key it stands in for
@@ -116,7 +117,7 @@ class FitConfig:
             ("batch_size", self.batch_size >= 1), ("gamma", 0.0 <= self.gamma < 1.0),
             ("tau", 0.0 < self.tau <= 1.0), ("eps_train", 0.0 <= self.eps_train <= 2.0),
             ("pgd_steps", self.pgd_steps >= 1), ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1),
-            ("seed", 0 <= self.seed <= 2**32 - 1),  # the seed range of numpy and gymnasium, as everywhere in rbrl
+            ("seed", 0 <= self.seed <= MAX_SEED),
         ]
         bad = [name for name, ok in checks if not ok]
         if bad:

@@ -113,7 +113,7 @@ def make_report(
     import matplotlib.pyplot as plt
 
     from robustbench_rl.bench import check_writable
-    from robustbench_rl.checkpoint import atomic_write_bytes
+    from robustbench_rl.files import atomic_write_bytes
     from robustbench_rl.reports import html as html_mod
     from robustbench_rl.reports import plots, tables
     from robustbench_rl.reports.stats import group_column, summarize

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from robustbench_rl.checkpoint import atomic_write_bytes
+from robustbench_rl.files import atomic_write_bytes
 from robustbench_rl.reports.stats import NOMINAL, WORST, curve, group_column, summarize
 
 EPS_LABEL = "attack budget ε (normalised action units)"

@@ -60,6 +60,45 @@ def _statistic(name: str | Callable) -> Callable[[np.ndarray], np.ndarray]:
     raise ValueError(f"unknown statistic {name!r}; use 'mean' or 'iqm'")
 
 
+def bootstrap_distribution(
+    values: Sequence[float] | np.ndarray,
+    statistic: str | Callable = "mean",
+    *,
+    groups: Sequence | np.ndarray | None = None,
+    n_resamples: int = 2000,
+    random_state: int = 0,
+) -> np.ndarray:
+    """`n_resamples` bootstrap replicates of `statistic` over `values` (see :func:`bootstrap_ci`).
+
+    Without `groups`, episodes are resampled with replacement. With `groups` (one label per value,
+    e.g. the policy / training seed), the resampling is hierarchical: draw groups with replacement,
+    then values within each drawn group.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError("bootstrap_ci needs a non-empty 1-D array of values")
+    stat = _statistic(statistic)
+    rng = np.random.default_rng(random_state)
+    if groups is None:
+        return stat(x[rng.integers(0, len(x), size=(n_resamples, len(x)))])
+    labels = np.asarray(groups)
+    if labels.shape != x.shape:
+        raise ValueError("groups needs one label per value")
+    members = [x[labels == g] for g in pd.unique(labels)]
+    n_g = len(members)
+    if len({len(m) for m in members}) == 1:  # balanced: one vectorised draw
+        data = np.stack(members)  # (G, m)
+        m = data.shape[1]
+        gi = rng.integers(0, n_g, size=(n_resamples, n_g))
+        ei = rng.integers(0, m, size=(n_resamples, n_g, m))
+        return stat(data[gi[..., None], ei].reshape(n_resamples, n_g * m))
+    rows = []  # unbalanced groups: resample each draw separately (rare; only small arrays)
+    for _ in range(n_resamples):
+        pick = rng.integers(0, n_g, size=n_g)
+        rows.append(np.concatenate([members[g][rng.integers(0, len(members[g]), len(members[g]))] for g in pick]))
+    return np.array([stat(r[None])[0] for r in rows])
+
+
 def bootstrap_ci(
     values: Sequence[float] | np.ndarray,
     statistic: str | Callable = "mean",
@@ -76,35 +115,50 @@ def bootstrap_ci(
     then values within each drawn group. Same inputs and `random_state` give the same interval. A
     single value gives a zero-width interval at that value.
     """
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1 or len(x) == 0:
-        raise ValueError("bootstrap_ci needs a non-empty 1-D array of values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    dist = bootstrap_distribution(values, statistic, groups=groups, n_resamples=n_resamples,
+                                  random_state=random_state)
+    return _percentiles(dist, confidence)
+
+
+def difference_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    *,
+    a_groups: Sequence | np.ndarray | None = None,
+    b_groups: Sequence | np.ndarray | None = None,
+    statistic: str | Callable = "mean",
+    relative: bool = False,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    random_state: int = 0,
+) -> tuple[float, float, float]:
+    """Effect of A over B: (point, ci_low, ci_high) of stat(A) - stat(B), or with `relative` of
+    100 * (stat(A) - stat(B)) / |stat(B)| (a % change).
+
+    A and B are bootstrapped independently (hierarchically over their `*_groups`, e.g. training
+    seeds, as in :func:`bootstrap_ci`) and the interval is the percentile interval of the replicate
+    differences, so it carries the seed-to-seed spread of both sides.
+    """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     stat = _statistic(statistic)
-    rng = np.random.default_rng(random_state)
-    if groups is None:
-        samples = x[rng.integers(0, len(x), size=(n_resamples, len(x)))]
+    pa, pb = float(stat(np.asarray(a, float)[None])[0]), float(stat(np.asarray(b, float)[None])[0])
+    da = bootstrap_distribution(a, statistic, groups=a_groups, n_resamples=n_resamples, random_state=random_state)
+    db = bootstrap_distribution(b, statistic, groups=b_groups, n_resamples=n_resamples,
+                                random_state=random_state + 1)
+    if relative:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            point = 100.0 * (pa - pb) / abs(pb) if pb != 0 else float("nan")
+            dist = 100.0 * (da - db) / np.abs(db)
+        dist = dist[np.isfinite(dist)]
+        if not len(dist):
+            return point, float("nan"), float("nan")
     else:
-        labels = np.asarray(groups)
-        if labels.shape != x.shape:
-            raise ValueError("groups needs one label per value")
-        members = [x[labels == g] for g in pd.unique(labels)]
-        n_g = len(members)
-        if len({len(m) for m in members}) == 1:  # balanced: one vectorised draw
-            data = np.stack(members)  # (G, m)
-            m = data.shape[1]
-            gi = rng.integers(0, n_g, size=(n_resamples, n_g))
-            ei = rng.integers(0, m, size=(n_resamples, n_g, m))
-            samples = data[gi[..., None], ei].reshape(n_resamples, n_g * m)
-        else:  # unbalanced groups: resample each draw separately (rare; only small arrays)
-            rows = []
-            for _ in range(n_resamples):
-                pick = rng.integers(0, n_g, size=n_g)
-                rows.append(np.concatenate([members[g][rng.integers(0, len(members[g]), len(members[g]))]
-                                            for g in pick]))
-            return _percentiles(np.array([stat(r[None])[0] for r in rows]), confidence)
-    return _percentiles(stat(samples), confidence)
+        point, dist = pa - pb, da - db
+    lo, hi = _percentiles(dist, confidence)
+    return point, lo, hi
 
 
 def _percentiles(dist: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from robustbench_rl.checkpoint import atomic_write_bytes, file_sha256, package_versions
+from robustbench_rl.checkpoint import package_versions
 from robustbench_rl.executors import Executor, _pid_alive, default_workers, make_executor
+from robustbench_rl.files import atomic_write_bytes, file_sha256
 from robustbench_rl.results import RESULT_COLUMNS, with_reset_seeds, write_table
 from robustbench_rl.suite import Suite, suite_hash
 

@@ -20,21 +20,27 @@ their structure and finite values alone; re-saving one (``save_checkpoint``) add
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save as _st_save
-from torch import nn
+
+from robustbench_rl.errors import CheckpointError
+from robustbench_rl.files import atomic_write_bytes, atomic_writer, file_sha256
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so that reading metadata stays cheap
+    import torch
+    from torch import nn
+
+__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_writer", "build_modules", "check_layout",
+           "check_metadata", "file_sha256", "load_checkpoint", "package_versions", "read_metadata",
+           "save_checkpoint", "state_tensors", "tensor_checksum"]
 
 FORMAT_VERSION = 1
 METADATA_KEY = "rbrl"
@@ -54,10 +60,6 @@ FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 MAX_METADATA_CHARS = 1 << 20
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with a message naming the problem and the fix."""
-
-
 def package_versions() -> dict[str, str]:
     """Versions of the packages that decide what a checkpoint's numbers mean."""
     from importlib.metadata import PackageNotFoundError, version
@@ -69,50 +71,6 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def _umask() -> int:
-    """The process umask: read from /proc where it can be (os.umask can only be read by setting it,
-    which would briefly change it for every other thread), else by setting and restoring it."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file handle whose contents replace `path` only if the block completes.
-
-    Writes go to a temp file in the same folder, which is fsynced and renamed over `path` on success
-    and deleted on any error: a crash or an exception never leaves a half-written `path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0o600; give it what open() would (0o666 minus the umask), since the
-        # rename keeps the temp file's mode.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder and a rename: never a half file."""
-    with atomic_writer(path) as fh:
-        fh.write(data)
 
 
 def state_tensors(modules: Mapping[str, nn.Module | None]) -> dict[str, torch.Tensor]:
@@ -132,6 +90,8 @@ def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
     Independent of how a file lays the tensors out, so a checkpoint re-saved with the same tensors
     keeps its checksum, and any changed byte of any tensor changes it.
     """
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
@@ -148,6 +108,8 @@ def save_checkpoint(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]
     package versions, creation time and the tensors' checksum are added here so that every checkpoint
     carries them (a checksum already in `meta`, from a file it was read from, is replaced).
     """
+    from safetensors.torch import save as _st_save
+
     missing = [k for k in ("algo", "env_id", "obs_dim", "act_dim", "networks") if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint metadata lacks {missing}")
@@ -213,7 +175,7 @@ def check_metadata(meta: Any, path: str = "checkpoint") -> dict[str, Any]:
 
     Metadata comes from a file, so nothing in it is trusted: the format version, string fields
     (algo, env_id), positive integer dims, network specs (a known type per prefix, an actor that is
-    an actor, widths and depth in range: see :func:`~robustbench_rl.agents.networks.check_spec`),
+    an actor, widths and depth in range: see :func:`~robustbench_rl.netspec.check_spec`),
     optional obs_clip (a positive finite number), seed, steps and checksum are checked for type and
     range. Nothing is built or allocated here.
     """
@@ -253,7 +215,7 @@ def check_network_fields(meta: Mapping[str, Any], path: str = "checkpoint") -> N
     The part of :func:`check_metadata` that :func:`build_modules` needs, also for metadata that never
     went through a file (a trainer's own, which has no format version yet).
     """
-    from robustbench_rl.agents.networks import check_spec
+    from robustbench_rl.netspec import check_spec
 
     for key in ("obs_dim", "act_dim", "networks"):
         if key not in meta:
@@ -285,7 +247,7 @@ def check_layout(meta: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
     header, whose sizes safetensors checks against the file's length, so a file cannot make the
     loader allocate more than its own size.
     """
-    from robustbench_rl.agents.networks import network_shapes
+    from robustbench_rl.netspec import network_shapes
 
     expected: dict[str, tuple[int, ...]] = {}
     for prefix, spec in meta["networks"].items():
@@ -308,6 +270,8 @@ def check_layout(meta: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]],
 
 
 def _check_values(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], path: str) -> None:
+    import torch
+
     if CHECKSUM_KEY in meta and tensor_checksum(tensors) != meta[CHECKSUM_KEY]:
         raise CheckpointError(
             f"{path}: the tensors do not match the checksum in the metadata ({CHECKSUM_KEY}); "
@@ -329,7 +293,8 @@ def _open(path: str | os.PathLike, tensors: bool) -> tuple[dict[str, torch.Tenso
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (check the path, or train one with `rbrl train`)")
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
+        # numpy reads the header without importing torch; torch only when the tensors are wanted
+        handle = safe_open(str(path), framework="pt", device="cpu") if tensors else safe_open(str(path), framework="numpy")
     except Exception as err:  # safetensors raises several types for malformed files
         raise _not_safetensors(path, err) from None
     with handle as fh:
@@ -387,12 +352,3 @@ def build_modules(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], 
         module.eval()
         modules[prefix] = module
     return modules
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash of a file (ties fitted critics and results to the exact policy bytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

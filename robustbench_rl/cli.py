@@ -9,23 +9,32 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
-from robustbench_rl.attacks.base import ThreatModelViolation, check_eps, list_attacks
-from robustbench_rl.attacks.critic import DEFAULT_PGD_RESTARTS, DEFAULT_PGD_START, DEFAULT_PGD_STEPS
-from robustbench_rl.attacks.pgd import PGD_STARTS
-from robustbench_rl.checkpoint import CheckpointError, read_metadata
-from robustbench_rl.device import DEVICE_HELP, resolve_device
-from robustbench_rl.envs import EnvError
-from robustbench_rl.training import MAX_SEED
+# Only torch-free modules at the top: help, `rbrl info` and usage errors must not wait for torch,
+# gymnasium's MuJoCo envs or pandas; each command imports what it runs.
+from robustbench_rl.attacks.threat import (
+    DEFAULT_PGD_RESTARTS,
+    DEFAULT_PGD_START,
+    DEFAULT_PGD_STEPS,
+    PGD_STARTS,
+    ThreatModelViolation,
+    check_eps,
+)
+from robustbench_rl.device import DEVICE_HELP
+from robustbench_rl.seeds import MAX_SEED
 
-# OSError: a file or folder that cannot be read or written is the user's environment, not a bug.
-USER_ERRORS = (CheckpointError, EnvError, ValueError, OSError, KeyError)
+if TYPE_CHECKING:
+    import pandas as pd
+
+# ValueError covers CheckpointError and EnvError (robustbench_rl.errors). OSError: a file or folder
+# that cannot be read or written is the user's environment, not a bug.
+USER_ERRORS = (ValueError, OSError, KeyError)
 
 SEED = click.IntRange(0, MAX_SEED)
-"""Every seed option: the range numpy and gymnasium accept (see robustbench_rl.training.MAX_SEED)."""
+"""Every seed option: the range numpy and gymnasium accept (see robustbench_rl.seeds.MAX_SEED)."""
 
 
 class RbrlGroup(click.Group):
@@ -65,6 +74,8 @@ def parse_eps_list(ctx: click.Context | None, param: click.Parameter | None, val
 def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
     """'random,biggest', 'all' or e.g. 'all,min-q' -> registered attack names, each once (without 'none',
     which always runs)."""
+    from robustbench_rl.attacks.base import list_attacks
+
     known = list_attacks()
     names: list[str] = []
     for n in (n.strip() for n in value.split(",")):
@@ -98,6 +109,8 @@ def sb3_options(fn):
 def cli_device(name: str) -> str:
     """The --device value resolved (auto -> cuda or cpu) and checked, as a one-line usage error."""
     try:
+        from robustbench_rl.device import resolve_device
+
         return str(resolve_device(name))
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--device") from None
@@ -122,7 +135,8 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw metadata as JSON.")
 def info(checkpoint: str, as_json: bool) -> None:
     """Print a checkpoint's metadata (algo, env, dims, networks, config, versions)."""
-    from robustbench_rl.policy import resolve_spec
+    from robustbench_rl.checkpoint import read_metadata
+    from robustbench_rl.zoo import resolve_spec
 
     meta = read_metadata(resolve_spec(checkpoint))
     if as_json:
@@ -201,6 +215,8 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
     policy file (fitted on demand, once: later runs take it from the cache). The table and the CSV say
     which critic each row used.
     """
+    import pandas as pd
+
     from robustbench_rl.attacks.critic import CRITIC_ATTACKS, critic_gradient_stats, make_policy_attack
     from robustbench_rl.attacks.fit import FitConfig, collect_transitions
     from robustbench_rl.attacks.sanity import format_flags, sanity_flags
@@ -242,10 +258,19 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
 def format_summary(table: pd.DataFrame) -> str:
     """Mean +- std return per (attack, critic source, eps), with its change from the nominal mean and
     that mean as % of the nominal one ("n/a" where the nominal mean is <= 0, as in the reports: a
-    ratio of negative returns reads upside down)."""
+    ratio of negative returns reads upside down). With two or more attacks, a ``worst-case`` row per
+    eps takes each episode's lowest return over the attacks (every attack ran the same episodes)."""
+    import pandas as pd
+
+    from robustbench_rl.reports.stats import WORST, with_worst_case
+
     nominal = table.loc[table["attack"] == "none", "return"].mean()
     if "critic_source" not in table.columns:
         table = table.assign(critic_source="none")
+    if table.loc[table["attack"] != "none", "attack"].nunique() > 1 and {"eval_seed", "episode"} <= set(table):
+        worst = with_worst_case(table)
+        worst = worst[worst["attack"] == WORST].assign(critic_source="none")
+        table = pd.concat([table, worst[table.columns]], ignore_index=True)
     # enough decimals to tell rows apart whether returns are ~0.3 (Ledge) or ~3000 (Hopper)
     scale = float(table["return"].abs().max()) if len(table) else 1.0
     dec = int(min(4, max(1, 2 - math.floor(math.log10(scale))))) if scale > 0 else 1
@@ -465,7 +490,32 @@ def _train_command() -> click.Command:
     ]
     for deco in reversed(cmd_params):
         train = deco(train)
-    return main.command(name="train")(train)
+    return click.command(name="train")(train)
+
+
+class LazyCommand(click.Command):
+    """A command whose options are built on first use: `rbrl train`'s come from every algorithm's
+    hyperparameter dataclass, which means importing the trainers (torch), and `rbrl --help` should
+    not pay for that. Listing the commands reads only the short help given here."""
+
+    def __init__(self, name: str, build, short_help: str) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+        self._build = build
+        self._real: click.Command | None = None
+
+    def real(self) -> click.Command:
+        if self._real is None:
+            self._real = self._build()
+        return self._real
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+    def get_params(self, ctx):
+        return self.real().get_params(ctx)
+
+    def invoke(self, ctx):
+        return self.real().invoke(ctx)
 
 
 def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_file: str | None, resume: bool,
@@ -477,7 +527,8 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
     from tqdm.auto import tqdm
 
     from robustbench_rl.executors import SerialExecutor, default_workers, make_executor
-    from robustbench_rl.training import check_seed, logged_steps, resolve_config, train_task
+    from robustbench_rl.seeds import check_seed
+    from robustbench_rl.training import logged_steps, resolve_config, train_task
 
     try:
         seed_list = sorted({check_seed(int(x), "each seed") for x in seeds.split(",") if x.strip()})
@@ -526,7 +577,7 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
             bar.close()
 
 
-_train_command()
+main.add_command(LazyCommand("train", _train_command, "Train a policy (td3, oa-td3, ppo, oa-ppo) into a run directory."))
 
 
 @main.group("zoo")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HELP = "Torch device: cpu, cuda, cuda:N, or auto (cuda when torch sees a GPU, else cpu)."
 
@@ -11,6 +14,8 @@ def resolve_device(name: str) -> torch.device:
     """The torch.device for `name`, checked: ValueError (one line, with the fix) for an unknown name, a
     CUDA device when torch sees no GPU, or a GPU index past the last one. ``auto`` is cuda when torch
     sees a GPU and cpu otherwise."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

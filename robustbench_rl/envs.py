@@ -16,9 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.wrappers import RescaleAction
 
-
-class EnvError(ValueError):
-    """An env id that cannot be built, or an env whose action space the threat model cannot cover."""
+from robustbench_rl.errors import EnvError
 
 
 class LedgeEnv(gym.Env):

@@ -8,7 +8,6 @@ normalised observations.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from robustbench_rl.checkpoint import CheckpointError, build_modules, load_checkpoint
+from robustbench_rl.zoo import resolve_spec, zoo_path  # noqa: F401  (zoo_path: part of this module's API)
 
 CRITIC_PREFIXES = {"q": "critic", "q_adv": "critic_adv"}
 
@@ -123,25 +123,6 @@ class CheckpointPolicy:
 
     def __repr__(self) -> str:
         return f"CheckpointPolicy({self.name!r}, algo={self.algo}, env={self.env_id}, critics={sorted(self.critics)})"
-
-
-def zoo_path(name: str) -> Path:
-    """Path of a bundled checkpoint ``zoo:NAME``; CheckpointError listing the bundled names if absent."""
-    from importlib.resources import files
-
-    root = Path(str(files("robustbench_rl.zoo")))
-    path = root / f"{name}.safetensors"
-    if not path.is_file():
-        known = sorted(p.stem for p in root.glob("*.safetensors"))
-        raise CheckpointError(f"no bundled policy zoo:{name}; bundled: {', '.join(known) or 'none yet'}")
-    return path
-
-
-def resolve_spec(spec: str) -> Path:
-    """Turn a policy spec (path or ``zoo:NAME``) into a file path."""
-    if spec.startswith("zoo:"):
-        return zoo_path(spec[4:])
-    return Path(os.path.expanduser(spec))
 
 
 def load_policy(spec: str, device: str = "cpu", env_id: str | None = None, *, vecnormalize: str | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robustbench_rl.checkpoint import atomic_write_bytes
+from robustbench_rl.files import atomic_write_bytes
 from robustbench_rl.rollout import EvalResult
 
 RESULT_COLUMNS = [

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from robustbench_rl.attacks.base import Attack, check_bound, check_eps, make_attack
 from robustbench_rl.envs import make_env
 from robustbench_rl.policy import Policy, check_env_compat, resolve_env_id
+from robustbench_rl.seeds import MAX_SEED, check_seed
 
 EPISODES_PER_SEED = 2**20
 """Most episodes one eval seed can run: episode seeds of eval seed s fill [s * 2**20, (s + 1) * 2**20)."""
 
-MAX_EVAL_SEED = 2**32 - 1
-"""Largest eval seed (the range numpy and gymnasium document for seeds)."""
+MAX_EVAL_SEED = MAX_SEED
+"""Largest eval seed (the range rbrl accepts for every seed)."""
 
 
 def episode_seed(seed: int, episode: int | np.ndarray) -> int | np.ndarray:
@@ -41,10 +42,8 @@ def episode_seed(seed: int, episode: int | np.ndarray) -> int | np.ndarray:
 
 
 def check_eval_seed(seed: int) -> int:
-    """`seed` as an int if it is a valid eval seed (0 <= seed <= 2**32 - 1), else ValueError naming it."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= MAX_EVAL_SEED:
-        raise ValueError(f"eval seed must be an integer in [0, {MAX_EVAL_SEED}], got {seed!r}")
-    return int(seed)
+    """`seed` as an int if it is a valid eval seed (0 <= seed <= MAX_SEED), else ValueError naming it."""
+    return check_seed(seed, "eval seed")
 
 
 @dataclass

@@ -11,23 +11,20 @@ import hashlib
 import json
 import math
 import os
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustbench_rl.attacks.base import check_eps
-from robustbench_rl.attacks.critic import DEFAULT_PGD_RESTARTS, DEFAULT_PGD_START, DEFAULT_PGD_STEPS
-from robustbench_rl.attacks.pgd import PGD_STARTS
+from robustbench_rl.attacks.threat import (
+    CRITIC_SOURCES,
+    DEFAULT_PGD_RESTARTS,
+    DEFAULT_PGD_START,
+    DEFAULT_PGD_STEPS,
+    PGD_STARTS,
+    check_eps,
+)
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    try:
-        import tomli as tomllib  # type: ignore[no-redef]
-    except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
-
-CRITIC_SOURCES = ("auto", "own", "fitted")
 DEFAULT_ATTACKS = ("random", "biggest", "min-q", "min-oa-q")
 
 
@@ -134,7 +131,6 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
     """
     from robustbench_rl.attacks.base import list_attacks
 
-    _load_critic_attacks()
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         _fail(where, f"unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(_TOP_KEYS))}")
@@ -182,7 +178,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
     if not eps_values:
         _fail(where, "eps is empty; give budgets such as eps = [0.05, 0.1, 0.2]")
     from robustbench_rl.rollout import EPISODES_PER_SEED
-    from robustbench_rl.training import check_seed
+    from robustbench_rl.seeds import check_seed
 
     seeds = []
     for s in _list(where, "eval_seeds", data.get("eval_seeds", [0])):
@@ -267,8 +263,6 @@ def load_suite(path: str | os.PathLike) -> Suite:
     path = Path(os.path.expanduser(str(path)))
     if not path.is_file():
         raise FileNotFoundError(f"suite file {path} not found; see examples/suite.toml for the format")
-    if tomllib is None:
-        raise ValueError("reading TOML suites on Python 3.10 needs the tomli package: pip install tomli")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
@@ -282,12 +276,3 @@ def load_suite(path: str | os.PathLike) -> Suite:
 def suite_hash(identity: dict[str, Any]) -> str:
     """sha256 of a canonical JSON dump: equal hashes mean the same numbers are being asked for."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _load_critic_attacks() -> None:
-    """Register min-q / min-oa-q when the critic-attack module is installed (it is optional here)."""
-    try:
-        import robustbench_rl.attacks.critic  # noqa: F401
-    except ModuleNotFoundError as err:
-        if err.name != "robustbench_rl.attacks.critic":
-            raise

@@ -49,8 +49,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from robustbench_rl.checkpoint import atomic_writer
 from robustbench_rl.device import resolve_device
+from robustbench_rl.files import atomic_writer
+from robustbench_rl.seeds import MAX_SEED, check_seed  # noqa: F401  (MAX_SEED: part of this module's API)
 
 if TYPE_CHECKING:
     from robustbench_rl.agents.buffers import ReplayBuffer
@@ -62,10 +63,6 @@ PROGRESS_FILE = "progress.csv"
 POLICY_FILE = "policy.safetensors"
 CHECKPOINT_DIR = "checkpoints"
 STATE_FORMAT = 2
-MAX_SEED = 2**32 - 1
-"""Largest seed rbrl accepts anywhere (training, evaluation, fitting): the range numpy and gymnasium
-document for seeds. Seeds derived from it stay valid: env resets take any non-negative integer, torch
-generators anything below 2**64, and an eval seed's episode seeds (``seed * 2**20 + i``) stay below 2**53."""
 # Algorithm modules that register themselves on import. An algorithm file adds its module here.
 ALGO_MODULES = ("robustbench_rl.agents.td3", "robustbench_rl.agents.ppo")
 
@@ -430,17 +427,6 @@ def check_fields(cfg: Any, at_least_one: tuple[str, ...], ranges: Mapping[str, b
             raise ValueError(f"{name.replace('_', '-')} is out of range: {getattr(cfg, name)}")
 
 
-def check_seed(seed: Any, name: str = "seed") -> int:
-    """`seed` as an int if it is a valid seed (an integer in [0, MAX_SEED]), else ValueError naming `name`.
-
-    The one seed check of the CLI, suites and configs: a negative or huge seed must fail before any
-    work, not as a numpy or torch traceback once training or evaluation reaches it.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    return int(seed)
-
-
 def validate_run(run: RunConfig) -> None:
     """ValueError for run options out of range."""
     from robustbench_rl.rollout import EPISODES_PER_SEED
@@ -525,7 +511,7 @@ class ProgressLog:
         writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        from robustbench_rl.checkpoint import atomic_write_bytes
+        from robustbench_rl.files import atomic_write_bytes
 
         atomic_write_bytes(self.path, buf.getvalue().encode())
 
@@ -613,7 +599,8 @@ def train(run: RunConfig, hp: Any, out: str | os.PathLike, resume: bool = False,
     """
     from tqdm.auto import tqdm
 
-    from robustbench_rl.checkpoint import atomic_write_bytes, save_checkpoint, state_tensors
+    from robustbench_rl.checkpoint import save_checkpoint, state_tensors
+    from robustbench_rl.files import atomic_write_bytes
 
     echo = echo or (lambda msg: None)
     out = Path(out)

@@ -220,7 +220,7 @@ def test_matrix_covers_every_command():
 
 def test_files_follow_the_umask(tmp_path):
     """Outputs get the permissions of files made with open(): 0o666 minus the umask, not a temp file's 0o600."""
-    from robustbench_rl.checkpoint import atomic_write_bytes
+    from robustbench_rl.files import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -136,6 +136,13 @@ def test_huge_declared_layers_cost_nothing(tmp_path, no_building, hidden, match)
     assert time.perf_counter() - start < 1.0
 
 
+def test_spec_names_match_the_modules_that_build_them():
+    from robustbench_rl.agents.networks import ACTIVATIONS, NETWORK_TYPES
+    from robustbench_rl.netspec import ACTIVATION_NAMES, NETWORK_KINDS
+
+    assert tuple(NETWORK_TYPES) == NETWORK_KINDS and tuple(ACTIVATIONS) == ACTIVATION_NAMES
+
+
 def test_network_shapes_match_the_built_modules():
     from robustbench_rl.agents.networks import NETWORK_TYPES, build_network, network_shapes
 

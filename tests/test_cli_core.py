@@ -104,6 +104,19 @@ def test_summary_shows_the_change_and_no_percentage_of_a_negative_nominal():
     assert "-50.0" in row and "75%" in row
 
 
+def test_summary_adds_the_worst_case_per_episode_over_attacks():
+    from robustbench_rl.cli import format_summary
+
+    rows = [("none", 0.0, [10.0, 10.0]), ("random", 0.1, [9.0, 2.0]), ("biggest", 0.1, [4.0, 8.0])]
+    table = pd.DataFrame([{"policy": "p", "algo": "td3", "env_id": "Pendulum-v1", "attack": a, "critic_source": "none",
+                           "eps": e, "eval_seed": 0, "episode": i, "return": r}
+                          for a, e, rets in rows for i, r in enumerate(rets)])
+    out = format_summary(table)
+    worst = next(line for line in out.splitlines() if line.startswith("worst-case"))
+    assert "3.0 ± 1.0" in worst and "-7.0" in worst  # episodes' minima 4 and 2: below both attacks' means (5.5, 6)
+    assert "worst-case" not in format_summary(table[table["attack"] != "biggest"])
+
+
 def test_attack_list_expands_all_among_other_names():
     from robustbench_rl.cli import parse_attack_list
 

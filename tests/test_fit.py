@@ -22,9 +22,10 @@ from robustbench_rl.attacks.fit import (
     monte_carlo_returns,
     save_critic,
 )
-from robustbench_rl.checkpoint import CheckpointError, file_sha256
+from robustbench_rl.checkpoint import CheckpointError
 from robustbench_rl.cli import main
 from robustbench_rl.envs import LedgeEnv
+from robustbench_rl.files import file_sha256
 from robustbench_rl.policy import ObsNormalizer, load_policy
 
 TINY = FitConfig(steps=200, transitions=300, hidden=(16, 16), num_envs=4)

@@ -12,7 +12,7 @@ out=${1:-runs/zoo}
 parallel=${2:-2}
 configs="$(cd "$(dirname "$0")/../../robustbench_rl/zoo/configs" && pwd)"
 rbrl=${RBRL:-rbrl}
-jobs=${ZOO_JOBS:-"invpend-td3 invpend-oa-td3 invpend-ppo invpend-oa-ppo hopper-td3 hopper-oa-td3 hopper-ppo hopper-oa-ppo walker2d-td3 walker2d-oa-td3 walker2d-ppo walker2d-oa-ppo"}
+jobs=${ZOO_JOBS:-"invpend-td3 invpend-oa-td3 invpend-ppo invpend-oa-ppo invpend-oa-td3-nosurgery invpend-oa-td3-eps0.05 invpend-oa-td3-eps0.2 hopper-td3 hopper-oa-td3 hopper-ppo hopper-oa-ppo walker2d-td3 walker2d-oa-td3 walker2d-ppo walker2d-oa-ppo"}
 mkdir -p "$out"
 
 one() {  # one NAME SEED: train, resume or skip one run

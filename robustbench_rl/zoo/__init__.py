@@ -12,9 +12,12 @@ time and machine, and the sha256 of each of its files. Names read ``<env>-<algo>
 from __future__ import annotations
 
 import json
+import os
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from robustbench_rl.errors import CheckpointError
 
 ZOO_DIR = Path(str(files(__name__)))
 MANIFEST = ZOO_DIR / "manifest.json"
@@ -25,6 +28,22 @@ MANIFEST_FORMAT = 1
 
 class ZooError(ValueError):
     """A zoo name that is not bundled, or a bundled file that does not match the manifest."""
+
+
+def zoo_path(name: str) -> Path:
+    """Path of a bundled checkpoint ``zoo:NAME``; CheckpointError listing the bundled names if absent."""
+    path = ZOO_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        known = sorted(p.stem for p in ZOO_DIR.glob("*.safetensors"))
+        raise CheckpointError(f"no bundled policy zoo:{name}; bundled: {', '.join(known) or 'none yet'}")
+    return path
+
+
+def resolve_spec(spec: str) -> Path:
+    """Turn a policy spec (path or ``zoo:NAME``) into a file path."""
+    if spec.startswith("zoo:"):
+        return zoo_path(spec[4:])
+    return Path(os.path.expanduser(spec))
 
 
 def read_manifest() -> dict[str, Any]:
@@ -53,7 +72,7 @@ def entry(name: str) -> dict[str, Any]:
 
 def verify(name: str) -> None:
     """Check every file of ``zoo:NAME`` against the sha256 the manifest records (ZooError otherwise)."""
-    from robustbench_rl.checkpoint import file_sha256
+    from robustbench_rl.files import file_sha256
 
     for rel, sha in entry(name)["files"].items():
         path = ZOO_DIR / rel
