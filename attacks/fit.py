@@ -474,6 +474,15 @@ def _zoo_dir() -> Path:
     return Path(str(files("robustbench_rl.zoo")))
 
 
+def critic_locations(policy: Policy, kind: str, config: FitConfig, cache_dir: str | os.PathLike | None = None, *,
+                     policy_sha256: str | None = None, env_id: str | None = None) -> tuple[Path, Path]:
+    """Where a fitted critic of this policy, kind and settings is looked for, in order: the zoo's
+    bundled critics (a read-only cache in the same layout), then the cache (where a fit is written)."""
+    sha = policy_sha256 or file_sha256(policy_file(policy))
+    return (critic_cache_path(policy, kind, config, _zoo_dir(), policy_sha256=sha, env_id=env_id),
+            critic_cache_path(policy, kind, config, cache_dir, policy_sha256=sha, env_id=env_id))
+
+
 def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | None = None,
                       cache_dir: str | os.PathLike | None = None, progress: bool = False,
                       force: bool = False, env_id: str | None = None) -> FittedCritic:
@@ -489,19 +498,15 @@ def get_fitted_critic(policy: Policy, kind: str = "q", *, config: FitConfig | No
     """
     check_kind(kind)
     config = config or FitConfig()
-    sha = file_sha256(policy_file(policy))
-    path = critic_cache_path(policy, kind, config, cache_dir, policy_sha256=sha, env_id=env_id)
-    # The zoo ships its policies' critics in the same layout: a read-only cache consulted first.
-    bundled = critic_cache_path(policy, kind, config, _zoo_dir(), policy_sha256=sha, env_id=env_id)
-    if bundled.is_file() and not force:
-        path = bundled
-    if path.is_file() and not force:
-        try:
-            critic = load_critic(path, policy, kind, env_id=env_id)
-            critic.cached = True
-            return critic
-        except CheckpointError as err:  # a damaged cache entry (e.g. a disk filled mid-copy): refit over it
-            print(f"note: ignoring unreadable cached critic {path} ({err}); refitting", file=sys.stderr, flush=True)
+    bundled, path = critic_locations(policy, kind, config, cache_dir, env_id=env_id)
+    for found in (bundled, path):
+        if found.is_file() and not force:
+            try:
+                critic = load_critic(found, policy, kind, env_id=env_id)
+                critic.cached = True
+                return critic
+            except CheckpointError as err:  # a damaged entry (e.g. a disk filled mid-copy): refit into the cache
+                print(f"note: ignoring unreadable cached critic {found} ({err}); refitting", file=sys.stderr, flush=True)
     _check_cache_writable(path)
     if progress:
         est = estimate_fit_seconds(kind, config)
@@ -583,6 +588,7 @@ __all__ = [
     "Transitions",
     "collect_transitions",
     "critic_cache_path",
+    "critic_locations",
     "default_cache_dir",
     "estimate_fit_seconds",
     "fit_critic",

@@ -318,11 +318,11 @@ def _require_cached_critic(policy, cell: Cell, suite: dict) -> None:
     """A worker must find the critic the parent fitted; fitting here would repeat the work in every
     worker and, if the code changed on disk since the parent started, give different numbers."""
     from robustbench_rl.attacks.critic import CRITIC_ATTACKS, CRITIC_KIND
-    from robustbench_rl.attacks.fit import FitConfig, critic_cache_path
+    from robustbench_rl.attacks.fit import FitConfig, critic_locations
 
     config = FitConfig(**dict(suite["fit"])) if suite.get("fit") else FitConfig()
-    path = critic_cache_path(policy, CRITIC_KIND[CRITIC_ATTACKS[cell.attack]], config, suite["critic_cache"])
-    if not path.is_file():
+    bundled, path = critic_locations(policy, CRITIC_KIND[CRITIC_ATTACKS[cell.attack]], config, suite["critic_cache"])
+    if not (bundled.is_file() or path.is_file()):
         raise ValueError(f"no cached fitted critic for {cell.policy} {cell.attack} at {path} in a worker: the rbrl "
                          "code or the cache changed while the bench ran; rerun the same command to resume")
 

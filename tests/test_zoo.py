@@ -42,6 +42,20 @@ def test_a_short_nominal_evaluation_reproduces_the_recorded_returns():
         np.testing.assert_allclose(got, recorded, rtol=0.02, atol=1.0)
 
 
+def test_a_bench_of_zoo_policies_uses_the_bundled_critics_in_its_workers(tmp_path):
+    from robustbench_rl.bench import run_bench
+    from robustbench_rl.suite import parse_suite
+
+    if not NAMES:
+        pytest.skip("no bundled policies")
+    suite = parse_suite({"policies": [f"zoo:{NAMES[0]}"], "attacks": ["min-q", "min-oa-q"], "eps": [0.1],
+                         "episodes": 1, "num_envs": 1, "max_episode_steps": 20, "critic": "fitted",
+                         "critic_cache": str(tmp_path / "cache")})
+    run = run_bench(suite, tmp_path / "run", workers=2, progress=False)  # worker processes, an empty cache
+    assert set(run.table["critic_source"]) == {"none", "fitted"} and len(run.table) == 3
+    assert not (tmp_path / "cache").exists()  # nothing was fitted
+
+
 def test_a_damaged_zoo_file_is_named(tmp_path, monkeypatch):
     if not NAMES:
         pytest.skip("no bundled policies")
