@@ -44,12 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustbench_rl.agents.base import MetricSum, Trainer, check_fields, register_algo, soft_update
 from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
-from robustbench_rl.agents.networks import GaussianActor, TwinCritic, ValueNet, build_network
 from robustbench_rl.attacks.base import check_eps
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.envs import make_vec_env
-from robustbench_rl.training import MetricSum, Trainer, check_fields, register_algo, soft_update
+from robustbench_rl.networks import GaussianActor, TwinCritic, ValueNet, build_network
 
 RMS_EPS = 1e-8  # the same epsilon as robustbench_rl.policy.ObsNormalizer, so training and act() agree
 
@@ -112,7 +112,7 @@ class PPOConfig:
         if 2 * self.num_minibatches > self.num_steps * self.num_envs:  # a minibatch of 1 cannot be standardised
             raise ValueError(f"num-minibatches ({self.num_minibatches}) exceeds half the rollout size "
                              f"num-steps x num-envs = {self.num_steps * self.num_envs}; minibatches need >= 2 samples")
-        from robustbench_rl.agents.networks import ACTIVATIONS
+        from robustbench_rl.networks import ACTIVATIONS
 
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(sorted(ACTIVATIONS))}, got {self.activation!r}")

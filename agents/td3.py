@@ -25,7 +25,7 @@ are the paper's (see OATD3Config).
 
 Code layout: `update` samples a minibatch and makes the update's plan (which of the steps above it
 takes) in Python; `learn` does the tensor work. On a GPU that split lets each plan's kernels replay
-as one CUDA graph (robustbench_rl.graphs).
+as one CUDA graph (robustbench_rl.agents.graphs).
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustbench_rl.agents.base import MetricSum, Trainer, check_fields, register_algo, soft_update
 from robustbench_rl.agents.buffers import Batch, ReplayBuffer
-from robustbench_rl.agents.networks import Actor, TwinCritic, build_network
+from robustbench_rl.agents.graphs import GraphedUpdates
 from robustbench_rl.agents.surgery import project_conflicting
 from robustbench_rl.attacks.base import check_eps
 from robustbench_rl.attacks.pgd import PGD_STARTS, pgd_minimize
 from robustbench_rl.envs import make_env
-from robustbench_rl.graphs import GraphedUpdates
-from robustbench_rl.training import MetricSum, Trainer, check_fields, register_algo, soft_update
+from robustbench_rl.networks import Actor, TwinCritic, build_network
 
 PGD_METRIC_EVERY = 4
 """OA-TD3 logs pgd_q_drop (clean minus worst target Q) on every 4th update: it costs an extra forward."""
@@ -399,7 +399,7 @@ class TD3Trainer(Trainer):
         self._reset_env(self.seed + self.global_step)
 
     def use_cuda_graphs(self) -> bool:
-        """Replay the updates as CUDA graphs, one per update plan (robustbench_rl.graphs): the same
+        """Replay the updates as CUDA graphs, one per update plan (robustbench_rl.agents.graphs): the same
         updates, without the kernel launches that bound them on a GPU. CUDA only."""
         self.graphs = GraphedUpdates(self.learn, self.metrics, self.gen, [self.actor_opt, self.critic_opt])
         return True

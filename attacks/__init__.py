@@ -7,8 +7,9 @@ model's numbers in :mod:`.threat`) does not import torch.
 from importlib import import_module
 
 _EXPORTS = {
-    "Attack": "base", "ThreatModelViolation": "threat", "apply_delta": "base", "check_bound": "base",
-    "check_eps": "threat", "list_attacks": "base", "make_attack": "base", "pgd_minimize": "pgd",
+    "Attack": "base", "ThreatModelViolation": "base", "apply_delta": "base", "check_bound": "base",
+    "check_eps": "base", "list_attacks": "registry", "make_attack": "registry",
+    "make_policy_attack": "registry", "pgd_minimize": "pgd",
 }
 
 __all__ = sorted(_EXPORTS)

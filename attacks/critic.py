@@ -18,20 +18,17 @@ budget: the fair default for comparing policies, and the only way to attack PPO 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
-from robustbench_rl.attacks.base import Attack, make_attack, register_attack
+from robustbench_rl.attacks.base import register_attack
 from robustbench_rl.attacks.pgd import PGD_STARTS, pgd_minimize
-from robustbench_rl.attacks.threat import (
-    CRITIC_SOURCES,
+from robustbench_rl.policy import Critic
+from robustbench_rl.threat import (
     DEFAULT_PGD_RESTARTS,
     DEFAULT_PGD_START,
     DEFAULT_PGD_STEPS,
 )
-from robustbench_rl.policy import Critic, Policy
 
 CRITIC_ATTACKS = {"min-q": "q", "min-oa-q": "q_adv"}
 """Attack name -> the critic key it needs (the keys of ``Policy.critics``)."""
@@ -100,59 +97,6 @@ class MinOAQAttack(CriticAttack):
     needs_critic = "q_adv"
 
 
-def make_policy_attack(
-    policy: Policy,
-    name: str,
-    *,
-    critic: str = "auto",
-    pgd_steps: int = DEFAULT_PGD_STEPS,
-    restarts: int = DEFAULT_PGD_RESTARTS,
-    step_size: float | None = None,
-    pgd_start: str = DEFAULT_PGD_START,
-    cache_dir: str | Path | None = None,
-    progress: bool = False,
-    fit_config=None,
-) -> tuple[Attack, str]:
-    """Build the registered attack `name` for `policy`; returns ``(attack, critic_source)``.
-
-    critic_source is ``"none"`` for critic-free attacks, else ``"own"`` or ``"fitted"``. With `critic`
-    ``"auto"`` the checkpoint's own critic is used when it has the one the attack needs (``"q"`` for
-    min-q, ``"q_adv"`` for min-oa-q), else a critic fitted for this exact policy file (see
-    :func:`robustbench_rl.attacks.fit.get_fitted_critic`): taken from the cache under `cache_dir`
-    when present, fitted on demand otherwise (with a progress bar and a note of the cost on stderr
-    when `progress`). ``"own"`` on a policy without that critic raises ValueError; ``"fitted"``
-    always uses a fitted critic, for a like-for-like comparison between policies. `fit_config`
-    (a :class:`robustbench_rl.attacks.fit.FitConfig`) overrides the default fitting budget.
-    """
-    if critic not in CRITIC_SOURCES:
-        raise ValueError(f"unknown critic source {critic!r}; use one of: {', '.join(CRITIC_SOURCES)}")
-    if name not in CRITIC_ATTACKS:
-        attack = make_attack(name)
-        if getattr(attack, "needs_critic", None) is not None:
-            raise ValueError(f"attack {name!r} needs a critic that rbrl does not know how to provide")
-        return attack, "none"
-    key = CRITIC_ATTACKS[name]
-    pgd = {"steps": pgd_steps, "restarts": restarts, "step_size": step_size, "start": pgd_start}
-    make_attack(name, critic=_probe, **pgd)  # fail before a fit
-    own = getattr(policy, "critics", {}) or {}
-    if critic == "own" or (critic == "auto" and key in own):
-        if key not in own:
-            have = ", ".join(sorted(own)) or "none"
-            raise ValueError(
-                f"policy {policy.name} has no {key!r} critic for {name} (its critics: {have}); "
-                "use --critic fitted (or auto) to attack it with a critic fitted for this policy"
-            )
-        source, crit = "own", own[key]
-    else:
-        from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic
-
-        config = fit_config if fit_config is not None else FitConfig()
-        source = "fitted"
-        crit = get_fitted_critic(policy, CRITIC_KIND[key], config=config, cache_dir=cache_dir, progress=progress)
-    attack = make_attack(name, critic=crit, **pgd)
-    return attack, source
-
-
 def critic_gradient_stats(critic: Critic, obs: Tensor, act: Tensor, rel_tol: float = 1e-6) -> dict[str, float]:
     """How informative a critic's action gradient is on a batch of states: the zero-gradient check.
 
@@ -172,10 +116,6 @@ def critic_gradient_stats(critic: Critic, obs: Tensor, act: Tensor, rel_tol: flo
     return {"frac_zero": float(zero.float().mean()), "median_grad": float(norm.median()), "states": len(norm)}
 
 
-def _probe(obs: Tensor, act: Tensor) -> Tensor:
-    return act.sum(-1)
-
-
 __all__ = [
     "CRITIC_ATTACKS",
     "CRITIC_KIND",
@@ -186,5 +126,4 @@ __all__ = [
     "MinOAQAttack",
     "MinQAttack",
     "critic_gradient_stats",
-    "make_policy_attack",
 ]

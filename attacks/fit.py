@@ -338,7 +338,7 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
     obs_n, next_obs_n = normalize(obs), normalize(next_obs)
 
     spec = {"type": "twin_critic", "hidden": list(config.hidden), "activation": "relu"}
-    from robustbench_rl.agents.networks import build_network
+    from robustbench_rl.networks import build_network
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

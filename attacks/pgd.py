@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from robustbench_rl.attacks.threat import PGD_STARTS
+from robustbench_rl.threat import PGD_STARTS
 
 SCREEN_SAMPLES = 256
 """Uniform samples of the box that the screened start scores (besides the clean action, the FGSM

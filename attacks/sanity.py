@@ -19,6 +19,7 @@ rel_tol * |nominal mean|)`` (rel_tol default 1%), so that ten noisy episodes do 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -55,10 +56,17 @@ def _label(attack: str, source: str | None) -> str:
     return f"{attack} ({source} critic)" if source and source != "none" else attack
 
 
+def _significant(x: float, digits: int) -> str:
+    """`x` to `digits` significant digits, in plain notation where returns usually are (1000, not 1e+03)."""
+    if math.isfinite(x) and 1e-3 <= abs(x) < 1e7:
+        return f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
+    return f"{x:.{digits}g}"
+
+
 def _distinct(a: float, b: float) -> tuple[str, str]:
     """`a` and `b` with as few significant digits (at least 3) as show that they differ."""
     for digits in range(3, 12):
-        fa, fb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        fa, fb = _significant(a, digits), _significant(b, digits)
         if fa != fb:
             return fa, fb
     return fa, fb

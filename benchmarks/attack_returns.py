@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 import torch
 
-from robustbench_rl.attacks.critic import make_policy_attack
+from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 

@@ -18,7 +18,7 @@ import statistics
 
 import torch
 
-from robustbench_rl.attacks.critic import make_policy_attack
+from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 

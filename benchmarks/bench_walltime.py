@@ -27,12 +27,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from robustbench_rl.agents.networks import build_network
-from robustbench_rl.attacks.critic import make_policy_attack
 from robustbench_rl.attacks.fit import FitConfig
+from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.bench import run_bench
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.envs import env_spec
+from robustbench_rl.networks import build_network
 from robustbench_rl.policy import load_policy
 from robustbench_rl.suite import parse_suite
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from attack_throughput import episodes_for  # same folder: run as python benchmarks/eval_scaling.py
 
-from robustbench_rl.attacks.critic import make_policy_attack
+from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 

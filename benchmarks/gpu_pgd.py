@@ -28,9 +28,9 @@ import time
 
 import torch
 
-from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.networks import TwinCritic
 
 PGD_CONFIGS = {
     "attack default (2x5, fgsm)": {"steps": 5, "restarts": 2, "start": "fgsm"},
@@ -106,7 +106,7 @@ def train_sps(config, device: torch.device, learning_starts: int, steps: int, gr
 
 
 def eval_sps(spec: str, attack_name: str, device: str, num_envs: int, steps: int) -> float:
-    from robustbench_rl.attacks.critic import make_policy_attack
+    from robustbench_rl.attacks.registry import make_policy_attack
     from robustbench_rl.policy import load_policy
     from robustbench_rl.rollout import evaluate
 

@@ -30,7 +30,7 @@ import torch
 from td3_speed import int_overrides  # same folder: run as python benchmarks/oa_robustness.py
 
 from robustbench_rl.agents.td3 import OATD3Config, TD3Trainer
-from robustbench_rl.attacks.critic import make_policy_attack
+from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
@@ -80,7 +80,8 @@ def _as_policy(trainer: TD3Trainer):
     import tempfile
 
     from robustbench_rl.checkpoint import save_checkpoint, state_tensors
-    from robustbench_rl.training import RunConfig, policy_metadata
+    from robustbench_rl.config import RunConfig
+    from robustbench_rl.training import policy_metadata
 
     modules, networks, extra_t, extra_m = trainer.policy_state()
     run = RunConfig(algo="oa-td3", env="rbrl/Ledge-v0", steps=trainer.global_step)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.networks import TwinCritic
 
 SETTINGS = {"fgsm 5x2": dict(steps=5, restarts=2, start="fgsm"),
             "screen 5x2": dict(steps=5, restarts=2, start="screen"),
@@ -74,7 +74,7 @@ def mlp(rows: int = 256, critics: int = 6, eps: float = 0.3) -> None:
 
 
 def ledge(episodes: int = 400) -> None:
-    from robustbench_rl.attacks.critic import make_policy_attack
+    from robustbench_rl.attacks.registry import make_policy_attack
     from robustbench_rl.policy import load_policy
     from robustbench_rl.rollout import evaluate
 
@@ -94,7 +94,7 @@ def ledge(episodes: int = 400) -> None:
 
 
 def speed(episodes: int = 32, seconds: float = 0.0) -> None:
-    from robustbench_rl.attacks.critic import make_policy_attack
+    from robustbench_rl.attacks.registry import make_policy_attack
     from robustbench_rl.checkpoint import save_checkpoint, state_tensors
     from robustbench_rl.policy import load_policy
     from robustbench_rl.rollout import evaluate

@@ -16,7 +16,8 @@ import csv
 import time
 from pathlib import Path
 
-from robustbench_rl.training import STATE_FILE, resolve_config, train
+from robustbench_rl.config import STATE_FILE, resolve_config
+from robustbench_rl.training import train
 
 SUITES = {  # env, steps, target return, eval every
     "inverted-pendulum": ("InvertedPendulum-v5", 100_000, 1000.0, 10_240),

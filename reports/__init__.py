@@ -50,7 +50,7 @@ def pool_results(sources: Sequence[str | os.PathLike]):
     """
     import pandas as pd
 
-    from robustbench_rl.bench import read_results
+    from robustbench_rl.results import read_results
 
     frames, manifests, partial = [], [], []
     for src in map(Path, sources):
@@ -112,8 +112,7 @@ def make_report(
     """
     import matplotlib.pyplot as plt
 
-    from robustbench_rl.bench import check_writable
-    from robustbench_rl.files import atomic_write_bytes
+    from robustbench_rl.files import atomic_write_bytes, check_writable
     from robustbench_rl.reports import html as html_mod
     from robustbench_rl.reports import plots, tables
     from robustbench_rl.reports.stats import group_column, summarize

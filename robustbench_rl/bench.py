@@ -31,7 +31,6 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,46 +42,23 @@ import pandas as pd
 
 from robustbench_rl.checkpoint import package_versions
 from robustbench_rl.executors import Executor, _pid_alive, default_workers, make_executor
-from robustbench_rl.files import atomic_write_bytes, file_sha256
-from robustbench_rl.results import RESULT_COLUMNS, with_reset_seeds, write_table
+from robustbench_rl.files import atomic_write_bytes, check_writable, file_sha256
+from robustbench_rl.results import (
+    BENCH_COLUMNS,
+    read_cell,
+    read_cell_record,
+    typed_results,
+    write_table,
+)
 from robustbench_rl.suite import Suite, suite_hash
 
 BENCH_FORMAT = 1
-BENCH_COLUMNS = [*RESULT_COLUMNS, "group"]
 NO_DEFAULT_SUITE = ("no bundled default suite exists yet (the policy zoo will provide one); "
                     "pass a suite file: rbrl bench examples/suite.toml --out runs/bench")
 
 
 # ----------------------------------------------------------------------------------------------------
 # Output paths and policies
-
-
-def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out") -> Path:
-    """`path` as a Path if rbrl can write it, else ValueError naming the problem and the fix; creates nothing.
-
-    With `folder`, `path` is a folder to create or fill, else a file to create or replace (atomically,
-    so only its folder's permissions matter). The nearest existing ancestor must be a folder that
-    accepts a new file, probed with an anonymous temp file: os.access answers yes to root even on a
-    read-only mount. Commands call this before any work, so that an unwritable output fails at once
-    instead of after a long run.
-    """
-    path = Path(os.path.expanduser(str(path)))
-    if folder and path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path} is a file, not a folder; choose a folder path")
-    if not folder and path.is_dir():
-        raise ValueError(f"{what} {path} is a folder; give a file name")
-    base = path if folder else path.parent
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise ValueError(f"{what} {path}: {base} is a file, not a folder; choose another path")
-    try:
-        with tempfile.TemporaryFile(dir=base):
-            pass
-    except OSError as err:
-        raise ValueError(f"{what} {path}: cannot write in {base} ({err.strerror or err}); "
-                         "choose a writable location") from None
-    return path
 
 
 def load_policy_on(spec: str, env_id: str | None = None, **kw: Any):
@@ -259,10 +235,10 @@ _POLICY_CACHE: dict[tuple[str, str], Any] = {}
 
 def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = False):
     """(attack, critic_source) for a policy; critics come from make_policy_attack (fitted ones cached)."""
-    from robustbench_rl.attacks.base import make_attack
+    from robustbench_rl.attacks.registry import make_attack
 
     try:
-        from robustbench_rl.attacks.critic import make_policy_attack
+        from robustbench_rl.attacks.registry import make_policy_attack
     except ModuleNotFoundError as err:  # critic attacks not installed: only critic-free attacks exist
         if err.name != "robustbench_rl.attacks.critic":
             raise
@@ -335,39 +311,18 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def read_cell(path: str | os.PathLike) -> pd.DataFrame:
-    """The rows of one finished cell file, with the results table's dtypes; ValueError naming the file
-    when it is damaged."""
-    return _read_cell(Path(path))[1]
-
-
-def _read_cell(path: Path) -> tuple[dict, pd.DataFrame]:
-    try:
-        record = json.loads(path.read_text())
-        rows = _typed(with_reset_seeds(pd.DataFrame(record["rows"]))[BENCH_COLUMNS])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path} is a damaged cell file ({type(err).__name__}: {str(err)[:100]}); delete it and "
-                         "rerun `rbrl bench` with the same --out to recompute it") from None
-    return record, rows
-
-
 def _cell_is_sound(path: Path, cell: Cell, episodes: int) -> bool:
     """Whether a finished cell file holds this cell's rows: readable, its key, every episode, finite returns.
 
     A file cut short or edited by hand must be recomputed, not counted as done forever.
     """
     try:
-        record, rows = _read_cell(path)
+        record, rows = read_cell_record(path)
     except ValueError:
         return False
     return (record.get("key") == cell.key and len(rows) == episodes
             and sorted(rows["episode"].tolist()) == list(range(episodes))
             and bool(np.isfinite(rows["return"].to_numpy(dtype=float)).all()))
-
-
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    return df.astype({"train_seed": "Int64", "eps": float, "eval_seed": np.int64, "episode": np.int64,
-                      "reset_seed": np.int64, "return": float, "length": np.int64})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -565,55 +520,7 @@ def _drive(ex: Executor, tasks: list[CellTask], total: int, show: bool) -> dict:
 def combine_cells(cells_dir: Path, cells: Iterable[Cell]) -> pd.DataFrame:
     """The results table of all cells, in suite order (so it does not depend on finishing order)."""
     frames = [read_cell(cells_dir / c.filename) for c in cells]
-    return _typed(pd.concat(frames, ignore_index=True)[BENCH_COLUMNS])
-
-
-def read_results(out_dir: str | os.PathLike, *, partial: bool = False) -> pd.DataFrame:
-    """Load a results table: a bench directory (results.parquet, else results.csv) or a .csv/.parquet file.
-
-    With `partial`, an unfinished bench directory yields the rows of its finished cells, and the
-    frame's ``attrs["partial"]`` holds (cells done, cells total). FileNotFoundError / ValueError name
-    the problem and the fix.
-    """
-    out = Path(out_dir)
-    if out.is_dir():
-        for name in ("results.parquet", "results.csv"):
-            if (out / name).is_file():
-                return _checked(out / name)
-        cells = sorted((out / "cells").glob("*.json")) if (out / "cells").is_dir() else []
-        if partial and cells:
-            manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
-            table = _typed(pd.concat([read_cell(c) for c in cells], ignore_index=True)[BENCH_COLUMNS])
-            table.attrs["partial"] = (len(cells), manifest.get("cells", len(cells)))
-            return table
-        hint = " (the run is unfinished: rerun `rbrl bench` with the same --out to complete it)" if (
-            out / "manifest.json").is_file() else ""
-        raise FileNotFoundError(f"no results.parquet or results.csv in {out}{hint}")
-    if out.suffix not in (".parquet", ".csv"):
-        raise ValueError(f"{out} is not a results table: give a bench directory or a .csv / .parquet file")
-    if not out.is_file():
-        raise FileNotFoundError(f"{out} not found")
-    return _checked(out)
-
-
-def _checked(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as err:  # pandas and pyarrow raise many types for files that are not tables
-        raise ValueError(f"{path} is not a readable results table ({type(err).__name__}: {str(err)[:100]})") from None
-    df = with_reset_seeds(df)
-    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path} is not an rbrl results table (missing columns: {', '.join(missing)})")
-    try:
-        df = _typed(df)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path} has a column of the wrong type ({str(err)[:100]}); is it an rbrl results table?") from None
-    bad = ~np.isfinite(df["return"].to_numpy(dtype=float)) | ~np.isfinite(df["eps"].to_numpy(dtype=float))
-    if bad.any():
-        raise ValueError(f"{path} has {int(bad.sum())} row(s) with a missing or non-finite return or eps (first: "
-                         f"row {int(np.argmax(bad))}); every episode needs a number: fix or drop those rows")
-    return df
+    return typed_results(pd.concat(frames, ignore_index=True)[BENCH_COLUMNS])
 
 
 # ----------------------------------------------------------------------------------------------------

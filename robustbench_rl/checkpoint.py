@@ -337,7 +337,7 @@ def build_modules(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], 
     (:func:`check_network_fields`, :func:`check_layout`), so a module is only ever allocated at the
     size its tensors already have.
     """
-    from robustbench_rl.agents.networks import build_network
+    from robustbench_rl.networks import build_network
 
     check_network_fields(meta, path)
     for key, t in tensors.items():

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from robustbench_rl.device import DEVICE_HELP
+from robustbench_rl.seeds import MAX_SEED
+
 # Only torch-free modules at the top: help, `rbrl info` and usage errors must not wait for torch,
 # gymnasium's MuJoCo envs or pandas; each command imports what it runs.
-from robustbench_rl.attacks.threat import (
+from robustbench_rl.threat import (
     DEFAULT_PGD_RESTARTS,
     DEFAULT_PGD_START,
     DEFAULT_PGD_STEPS,
@@ -23,8 +26,6 @@ from robustbench_rl.attacks.threat import (
     ThreatModelViolation,
     check_eps,
 )
-from robustbench_rl.device import DEVICE_HELP
-from robustbench_rl.seeds import MAX_SEED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +75,7 @@ def parse_eps_list(ctx: click.Context | None, param: click.Parameter | None, val
 def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
     """'random,biggest', 'all' or e.g. 'all,min-q' -> registered attack names, each once (without 'none',
     which always runs)."""
-    from robustbench_rl.attacks.base import list_attacks
+    from robustbench_rl.attacks.registry import list_attacks
 
     known = list_attacks()
     names: list[str] = []
@@ -91,9 +92,9 @@ def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, 
 
 
 def check_output(path: str | None, *, folder: bool) -> None:
-    """A one-line error now, before any work, when --out cannot be written (see bench.check_writable)."""
+    """A one-line error now, before any work, when --out cannot be written (see files.check_writable)."""
     if path is not None:
-        from robustbench_rl.bench import check_writable
+        from robustbench_rl.files import check_writable
 
         check_writable(path, folder=folder)
 
@@ -217,8 +218,9 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
     """
     import pandas as pd
 
-    from robustbench_rl.attacks.critic import CRITIC_ATTACKS, critic_gradient_stats, make_policy_attack
+    from robustbench_rl.attacks.critic import CRITIC_ATTACKS, critic_gradient_stats
     from robustbench_rl.attacks.fit import FitConfig, collect_transitions
+    from robustbench_rl.attacks.registry import make_policy_attack
     from robustbench_rl.attacks.sanity import format_flags, sanity_flags
     from robustbench_rl.bench import load_policy_on
     from robustbench_rl.results import result_frame, write_table
@@ -431,7 +433,7 @@ def report(results: tuple[str, ...], formats: str, eps_list: list[float] | None,
 
 def _train_command() -> click.Command:
     """`rbrl train`: its options are generated from RunConfig and every registered algorithm's dataclass."""
-    from robustbench_rl.training import cli_options
+    from robustbench_rl.config import cli_options
 
     options, run_names, hp_names = cli_options()
 
@@ -445,7 +447,7 @@ def _train_command() -> click.Command:
         options given here. --resume continues a killed run from its last checkpoint and refuses a
         changed config (--steps may be raised to extend a run).
         """
-        from robustbench_rl.training import resolve_config
+        from robustbench_rl.config import resolve_config
         from robustbench_rl.training import train as run_training
 
         run_vals = {k: v for k, v in values.items() if k in run_names and v is not None}
@@ -526,9 +528,10 @@ def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_fil
 
     from tqdm.auto import tqdm
 
+    from robustbench_rl.config import resolve_config
     from robustbench_rl.executors import SerialExecutor, default_workers, make_executor
     from robustbench_rl.seeds import check_seed
-    from robustbench_rl.training import logged_steps, resolve_config, train_task
+    from robustbench_rl.training import logged_steps, train_task
 
     try:
         seed_list = sorted({check_seed(int(x), "each seed") for x in seeds.split(",") if x.strip()})

@@ -163,7 +163,7 @@ def make_executor(kind: str = "local", workers: int | None = None, threads: int 
         from robustbench_rl.ray_executor import RayExecutor, import_ray
 
         import_ray()  # fail before any work when Ray is missing
-        return RayExecutor(workers=workers, threads=threads, address=address)
+        return RayExecutor(workers=workers, threads=threads, address=address, tick_s=TICK_S)
     if address:
         raise ValueError("--address applies to the ray executor only")
     return SerialExecutor(threads=threads) if workers == 1 else LocalPoolExecutor(workers=workers, threads=threads)

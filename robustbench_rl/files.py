@@ -67,3 +67,31 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_writable(path: str | os.PathLike, *, folder: bool, what: str = "--out") -> Path:
+    """`path` as a Path if rbrl can write it, else ValueError naming the problem and the fix; creates nothing.
+
+    With `folder`, `path` is a folder to create or fill, else a file to create or replace (atomically,
+    so only its folder's permissions matter). The nearest existing ancestor must be a folder that
+    accepts a new file, probed with an anonymous temp file: os.access answers yes to root even on a
+    read-only mount. Commands call this before any work, so that an unwritable output fails at once
+    instead of after a long run.
+    """
+    path = Path(os.path.expanduser(str(path)))
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; choose a folder path")
+    if not folder and path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    base = path if folder else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{what} {path}: {base} is a file, not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} {path}: cannot write in {base} ({err.strerror or err}); "
+                         "choose a writable location") from None
+    return path

@@ -1,6 +1,6 @@
 """Network specs: the JSON a checkpoint stores for each module, checked and sized without torch.
 
-A spec is ``{"type": ..., "hidden": [...], ...}`` (see :mod:`robustbench_rl.agents.networks`, which
+A spec is ``{"type": ..., "hidden": [...], ...}`` (see :mod:`robustbench_rl.networks`, which
 builds the modules). Loaders validate a file's specs and compare its tensor shapes with
 :func:`network_shapes` before allocating anything, so metadata declaring huge layers costs nothing,
 and reading a checkpoint's metadata does not import torch.

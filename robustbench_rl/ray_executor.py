@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from robustbench_rl.executors import TICK_S
-
 
 def import_ray():
     """Import ray or raise ValueError naming the extra to install."""
@@ -36,11 +34,13 @@ def _call_with_threads(fn: Callable[[Any], Any], task: Any, threads: int) -> Any
 
 @dataclass
 class RayExecutor:
-    """Runs tasks as Ray tasks of `threads` CPUs each; yields (task, result) as they finish."""
+    """Runs tasks as Ray tasks of `threads` CPUs each; yields (task, result) as they finish. While it
+    waits it calls `tick` every `tick_s` seconds (make_executor passes executors.TICK_S)."""
 
     workers: int = 2
     threads: int = 1
     address: str | None = None
+    tick_s: float | None = None
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any],
                       tick: Callable[[], None] | None = None) -> Iterator[tuple[Any, Any]]:
@@ -56,7 +56,7 @@ class RayExecutor:
         pending = {remote.remote(fn, task, self.threads): task for task in tasks}
         try:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1, timeout=TICK_S if tick else None)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=self.tick_s if tick else None)
                 if tick:
                     tick()
                 for ref in done:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from robustbench_rl.attacks.base import Attack, check_bound, check_eps, make_attack
 from robustbench_rl.envs import make_env
 from robustbench_rl.policy import Policy, check_env_compat, resolve_env_id
 from robustbench_rl.seeds import MAX_SEED, check_seed
+from robustbench_rl.threat import Attack, check_bound, check_eps
 
 EPISODES_PER_SEED = 2**20
 """Most episodes one eval seed can run: episode seeds of eval seed s fill [s * 2**20, (s + 1) * 2**20)."""
@@ -77,9 +77,23 @@ class EvalResult:
         return self.env_steps / self.wall_s if self.wall_s > 0 else float("nan")
 
 
+NOMINAL = "none"
+"""The attack name of the unperturbed policy, which evaluate runs for ``attack=None``."""
+
+
+class _Nominal:
+    """The unperturbed policy's executed action (the registered ``none`` attack, without the registry)."""
+
+    name = NOMINAL
+    needs_critic = None
+
+    def perturb(self, obs, act, eps, generator=None):
+        return act
+
+
 def evaluate(
     policy: Policy,
-    attack: Attack | str,
+    attack: Attack | None,
     eps: float,
     *,
     episodes: int,
@@ -90,6 +104,9 @@ def evaluate(
     max_episode_steps: int | None = None,
 ) -> EvalResult:
     """Run exactly `episodes` episodes of `policy` under `attack` at budget `eps`.
+
+    `attack` is an attack object (``robustbench_rl.attacks.make_attack(name)``, or
+    ``make_policy_attack`` for critic attacks), or None / ``"none"`` for the nominal policy.
 
     Episode i is reset with ``episode_seed(seed, i)``; up to `num_envs` episodes run side by side, and
     the policy and the attack see the whole batch of running episodes at once. The attack's randomness (random
@@ -108,8 +125,11 @@ def evaluate(
     eps = check_eps(eps)
     env_id = resolve_env_id(policy, env_id)
     check_env_compat(policy, env_id)
-    if isinstance(attack, str):
-        attack = make_attack(attack)
+    if attack is None or attack == NOMINAL:
+        attack = _Nominal()
+    elif isinstance(attack, str):
+        raise TypeError(f"evaluate takes an attack object, not the name {attack!r}: build it with "
+                        f"robustbench_rl.attacks.make_attack({attack!r}) (None or 'none' is the nominal policy)")
     device = torch.device(getattr(policy, "device", "cpu"))
     generator = torch.Generator(device=device).manual_seed(int(seed))
     n = min(num_envs, episodes)

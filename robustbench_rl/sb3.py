@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustbench_rl.agents.networks import ACTIVATIONS, ActionObjective, mlp
 from robustbench_rl.checkpoint import CheckpointError
-from robustbench_rl.policy import ObsNormalizer, TwinCriticView
+from robustbench_rl.networks import ACTIVATIONS, ActionObjective, ObsNormalizer, TwinCriticView, mlp
 
 DEFAULT_ACTIVATION = {"off_policy": "relu", "on_policy": "tanh"}
 

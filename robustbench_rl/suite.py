@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustbench_rl.attacks.threat import (
+from robustbench_rl.threat import (
     CRITIC_SOURCES,
     DEFAULT_PGD_RESTARTS,
     DEFAULT_PGD_START,
@@ -129,7 +129,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
     ValueError naming the offending key and what is allowed: unknown keys, empty policy lists,
     unknown attacks or critic sources, out-of-range eps, duplicate policy names.
     """
-    from robustbench_rl.attacks.base import list_attacks
+    from robustbench_rl.attacks.registry import list_attacks
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustbench_rl.agents.networks import build_network
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.envs import env_spec
+from robustbench_rl.networks import build_network
+
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_working_directory(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty working directory of its own, so that nothing it writes there
+    (a command's default output folder, MuJoCo's MUJOCO_LOG.TXT) lands in the repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 def write_random_checkpoint(path, env_id: str = "Pendulum-v1", algo: str = "td3", hidden=(32, 32),

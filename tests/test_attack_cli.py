@@ -47,6 +47,7 @@ def check_schema(table: pd.DataFrame, sources: dict[str, str]) -> None:
     assert table["length"].eq(1).all() and table["env_id"].eq("rbrl/Ledge-v0").all()
 
 
+@pytest.mark.slow
 def test_attack_all_with_auto_critics_on_a_td3_checkpoint(ledge_td3_policy, tmp_path):
     output, table = run_attack(ledge_td3_policy, tmp_path)
     check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "own", "min-oa-q": "fitted"})
@@ -63,12 +64,14 @@ def test_attack_all_with_auto_critics_on_a_td3_checkpoint(ledge_td3_policy, tmp_
     pd.testing.assert_frame_equal(table, table2)
 
 
+@pytest.mark.slow
 def test_attack_all_with_fitted_critics(ledge_td3_policy, tmp_path):
     _, table = run_attack(ledge_td3_policy, tmp_path, "--critic", "fitted")
     check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "fitted",
                          "min-oa-q": "fitted"})
 
 
+@pytest.mark.slow
 def test_attack_all_with_own_critics_of_an_oa_checkpoint(oa_td3_policy, tmp_path):
     output, table = run_attack(oa_td3_policy, tmp_path, "--critic", "own")
     check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "own", "min-oa-q": "own"})
@@ -135,6 +138,7 @@ if "rbrl_test/LowLedge-v0" not in gym.registry:
     gym.register(id="rbrl_test/LowLedge-v0", entry_point=_LowLedge, max_episode_steps=1)
 
 
+@pytest.mark.slow
 def test_a_fitted_critic_is_fitted_on_the_env_the_policy_is_attacked_on(tmp_path):
     policy = write_constant_ledge_policy(tmp_path / "ledge.safetensors", 0.45)
     cache = tmp_path / "cache"

@@ -16,15 +16,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from robustbench_rl.bench import (
-    BENCH_COLUMNS,
-    expand_cells,
-    load_policies,
-    read_cell,
-    read_results,
-    run_bench,
-)
+from robustbench_rl.bench import expand_cells, load_policies, run_bench
 from robustbench_rl.cli import main
+from robustbench_rl.results import BENCH_COLUMNS, read_cell, read_results
 from robustbench_rl.suite import load_suite, parse_suite
 
 
@@ -128,6 +122,7 @@ def test_cells_nominal_only_at_eps0(tmp_path, random_checkpoint):
 # Running, resuming, refusing
 
 
+@pytest.mark.slow
 def test_pool_and_serial_give_identical_tables(tmp_path, random_checkpoint):
     a, b = random_checkpoint(), random_checkpoint(seed=1, algo="oa-td3")
     suite = parse_suite({"policies": [str(a), {"spec": str(b), "name": "robust", "group": "OA"}], **FAST})
@@ -201,6 +196,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_exactly_the_clean_rows(tmp_path, random_checkpoint):
     a, b = random_checkpoint(), random_checkpoint(seed=1, algo="oa-td3")
     spec = {**FAST, "episodes": 4, "num_envs": 4, "max_episode_steps": 80, "eval_seeds": [0, 1]}
@@ -338,6 +334,7 @@ def test_every_example_suite_runs_from_readme_commands():
                 assert run in trained, (path.name, run)
 
 
+@pytest.mark.slow
 def test_the_ledge_example_compares_both_policies_under_the_same_attacks(tmp_path, ledge_td3_policy):
     import shutil
 

@@ -35,8 +35,8 @@ def test_round_trip_actions_identical(random_checkpoint):
 
 
 def test_reload_matches_the_modules_that_were_saved(tmp_path):
-    from robustbench_rl.agents.networks import Actor
     from robustbench_rl.checkpoint import state_tensors
+    from robustbench_rl.networks import Actor
 
     torch.manual_seed(3)
     actor = Actor(3, 1, [16, 16])

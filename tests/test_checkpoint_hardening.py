@@ -108,7 +108,7 @@ def test_policies_built_in_memory_keep_their_env(tmp_path):
 @pytest.fixture
 def no_building(monkeypatch):
     """Fail the test if any network is built (the checks must come first)."""
-    import robustbench_rl.agents.networks as networks
+    import robustbench_rl.networks as networks
 
     def refuse(*args, **kwargs):
         raise AssertionError("a network was built before the checkpoint was validated")
@@ -137,14 +137,14 @@ def test_huge_declared_layers_cost_nothing(tmp_path, no_building, hidden, match)
 
 
 def test_spec_names_match_the_modules_that_build_them():
-    from robustbench_rl.agents.networks import ACTIVATIONS, NETWORK_TYPES
     from robustbench_rl.netspec import ACTIVATION_NAMES, NETWORK_KINDS
+    from robustbench_rl.networks import ACTIVATIONS, NETWORK_TYPES
 
     assert tuple(NETWORK_TYPES) == NETWORK_KINDS and tuple(ACTIVATIONS) == ACTIVATION_NAMES
 
 
 def test_network_shapes_match_the_built_modules():
-    from robustbench_rl.agents.networks import NETWORK_TYPES, build_network, network_shapes
+    from robustbench_rl.networks import NETWORK_TYPES, build_network, network_shapes
 
     for kind in NETWORK_TYPES:
         for hidden in ([], [5], [7, 3, 2]):
@@ -217,7 +217,7 @@ def test_bad_network_specs_are_checkpoint_errors_naming_the_field(tmp_path, pref
 
 
 def test_gaussian_log_std_init_must_be_finite(tmp_path):
-    from robustbench_rl.agents.networks import build_network
+    from robustbench_rl.networks import build_network
 
     with pytest.raises(ValueError, match="log_std_init=nan"):
         build_network({"type": "gaussian_actor", "hidden": [4], "log_std_init": float("nan")}, 3, 1)
@@ -294,7 +294,7 @@ def test_checksum_does_not_depend_on_file_layout_and_resaving_replaces_it(tmp_pa
 
 
 def test_state_tensors_round_trip_bit_for_bit(tmp_path):
-    from robustbench_rl.agents.networks import GaussianActor
+    from robustbench_rl.networks import GaussianActor
 
     torch.manual_seed(0)
     actor = GaussianActor(3, 1, [8])

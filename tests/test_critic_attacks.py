@@ -10,13 +10,14 @@ from conftest import write_constant_ledge_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.attacks import list_attacks, make_attack
 from robustbench_rl.attacks.base import check_bound
-from robustbench_rl.attacks.critic import critic_gradient_stats, make_policy_attack
+from robustbench_rl.attacks.critic import critic_gradient_stats
 from robustbench_rl.attacks.fit import FitConfig
 from robustbench_rl.attacks.pgd import feasible_box
+from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.attacks.sanity import format_flags, sanity_flags
+from robustbench_rl.networks import TwinCritic
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 
@@ -183,8 +184,8 @@ def test_min_q_with_td3s_own_critic_pushes_a_ledge_policy_over_the_ledge(ledge_t
     default = evaluate(policy, one_start, 0.2, **kw)
     assert np.mean(default.returns == -1.0) >= 0.25  # a single start still finds the ledge often
     # the critic-free attacks are weaker here: random rarely reaches the ledge, biggest pushes left
-    assert evaluate(policy, "random", 0.2, **kw).mean > default.mean
-    assert evaluate(policy, "biggest", 0.2, **kw).mean > attacked.mean
+    assert evaluate(policy, make_attack("random"), 0.2, **kw).mean > default.mean
+    assert evaluate(policy, make_attack("biggest"), 0.2, **kw).mean > attacked.mean
 
 
 def test_min_q_with_a_fitted_critic_pushes_a_handmade_ledge_policy_over(tmp_path):
@@ -296,6 +297,10 @@ def test_sanity_flag_messages_show_the_difference_they_report():
                     ("min-q", "own", 0.1): [0.438] * 10})
     (flag,) = sanity_flags(close)
     assert "mean 0.398" in flag.message and "mean 0.438" in flag.message
+    far = _table({("none", "none", 0.0): [1000.0] * 10, ("biggest", "none", 0.3): [271.0] * 10,
+                  ("min-q", "fitted", 0.3): [1000.0] * 10})
+    (flag,) = sanity_flags(far)
+    assert "mean 271" in flag.message and "mean 1000)" in flag.message and "e+" not in flag.message
 
 
 def test_default_pgd_is_no_weaker_than_20_cold_steps_and_costs_fewer_gradients():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.attacks.base import check_bound
 from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.networks import TwinCritic
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -167,11 +167,12 @@ def test_cuda_graph_updates_are_the_eager_updates(case):
 def test_attacked_evaluation_on_cuda_matches_cpu(tmp_path):
     """An OA-TD3 checkpoint loaded on either device, attacked by min-q / min-oa-q from the FGSM start:
     the same actions, so the same episode returns."""
-    from robustbench_rl.attacks.critic import make_policy_attack
+    from robustbench_rl.attacks.registry import make_policy_attack
     from robustbench_rl.checkpoint import save_checkpoint, state_tensors
+    from robustbench_rl.config import RunConfig
     from robustbench_rl.policy import load_policy
     from robustbench_rl.rollout import evaluate
-    from robustbench_rl.training import RunConfig, policy_metadata
+    from robustbench_rl.training import policy_metadata
 
     cfg = OATD3Config(hidden=[64, 64], learning_starts=200, batch_size=64)
     trainer = TD3Trainer(cfg, "InvertedPendulum-v5", 0, 1200, CPU)

@@ -20,12 +20,16 @@ def run(*args):
 @pytest.fixture(scope="module")
 def sb3_zips(tmp_path_factory):
     sb3 = pytest.importorskip("stable_baselines3", reason="the [sb3] extra is not installed")
+    from stable_baselines3.common.logger import configure
+
     root = tmp_path_factory.mktemp("sb3cli")
     td3 = sb3.TD3("MlpPolicy", "Pendulum-v1", seed=0, learning_starts=50, policy_kwargs={"net_arch": [32, 32]})
+    td3.set_logger(configure(str(root / "td3-log"), []))  # not SB3's default folder in /tmp
     td3.learn(100)
     td3.save(root / "td3.zip")
     ppo = sb3.PPO("MlpPolicy", "Pendulum-v1", seed=0, n_steps=64, batch_size=32, n_epochs=1,
                   policy_kwargs={"net_arch": [16, 16]})
+    ppo.set_logger(configure(str(root / "ppo-log"), []))
     ppo.learn(64)
     ppo.save(root / "ppo.zip")
     return root

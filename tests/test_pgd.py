@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustbench_rl.agents.networks import TwinCritic
 from robustbench_rl.attacks.pgd import feasible_box, pgd_minimize
+from robustbench_rl.networks import TwinCritic
 
 
 def random_critic(obs_dim: int, act_dim: int, seed: int) -> TwinCritic:

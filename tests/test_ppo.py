@@ -30,8 +30,9 @@ from robustbench_rl.agents.ppo import (
 )
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.cli import main
+from robustbench_rl.config import RunConfig
 from robustbench_rl.policy import load_policy
-from robustbench_rl.training import RunConfig, policy_metadata
+from robustbench_rl.training import policy_metadata
 
 CPU = torch.device("cpu")
 TINY = {"hidden": [16, 16], "num_steps": 64, "num_minibatches": 4, "update_epochs": 2}
@@ -182,10 +183,12 @@ def ledge_mean_action(config, steps: int, seed: int = 0) -> float:
         return float(trainer.actor(torch.zeros(1, 1))[0, 0])
 
 
+@pytest.mark.slow
 def test_ppo_learns_to_stand_near_the_ledge():
     assert ledge_mean_action(PPOConfig(**LEDGE_KW), steps=12_288) > 0.4
 
 
+@pytest.mark.slow
 def test_oa_ppo_with_omega_0_stays_back_from_the_ledge():
     # The replay keeps the whole (short) run: the cliff is seen early, while the policy still explores widely.
     cfg = OAPPOConfig(**LEDGE_KW, omega=0.0, eps_train=0.2, pgd_steps=5, critic_adv_hidden=[64, 64],
@@ -249,6 +252,7 @@ def test_same_seed_same_first_updates_and_another_seed_differs():
     assert not torch.equal(first["a.mean.0.weight"], other["a.mean.0.weight"])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_a_clean_stop_and_resume(tmp_path):
     """A run SIGKILLed after a checkpoint resumes to exactly the policy of a run cleanly stopped at that
     checkpoint and resumed (resume restores networks, optimisers, statistics, replay and RNG)."""

@@ -11,6 +11,8 @@ from robustbench_rl.cli import main
 from robustbench_rl.executors import make_executor
 from robustbench_rl.suite import parse_suite
 
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (extra [ray]); the ray executor cannot run here")
 
 FAST = {"attacks": ["random", "biggest"], "eps": [0.1, 0.3], "episodes": 3, "num_envs": 3, "max_episode_steps": 40}

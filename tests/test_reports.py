@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_rl.bench import BENCH_COLUMNS
 from robustbench_rl.reports import make_report, plots, tables
 from robustbench_rl.reports.stats import WORST, summarize
-from robustbench_rl.results import write_table
+from robustbench_rl.results import BENCH_COLUMNS, write_table
 
 EPS = [0.1, 0.2]
 ATTACKS = ["random", "biggest"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_rl.attacks import ThreatModelViolation
+from robustbench_rl.attacks import ThreatModelViolation, make_attack
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import episode_seed, evaluate
 
@@ -27,17 +27,25 @@ def test_exactly_n_episodes_with_their_own_seeds(hopper_policy, num_envs):
 def test_deterministic_attack_results_do_not_depend_on_num_envs(hopper_policy):
     # episode i is always reset with episode_seed(seed, i), so nominal and biggest results are slot-independent
     # (up to float32 rounding: a different batch size changes the matmul's summation order)
-    for attack in ("none", "biggest"):
+    for attack in (None, make_attack("biggest")):
         a = evaluate(hopper_policy, attack, 0.1, episodes=6, seed=3, num_envs=1)
         b = evaluate(hopper_policy, attack, 0.1, episodes=6, seed=3, num_envs=4)
         np.testing.assert_allclose(a.returns, b.returns, rtol=1e-5)
         np.testing.assert_array_equal(a.lengths, b.lengths)
 
 
+def test_attacks_are_objects_and_none_is_the_nominal_policy(hopper_policy):
+    kw = {"episodes": 2, "seed": 0, "num_envs": 2, "max_episode_steps": 5}
+    nominal = evaluate(hopper_policy, None, 0.0, **kw)
+    assert nominal.attack == "none" and np.array_equal(nominal.returns, evaluate(hopper_policy, "none", 0.0, **kw).returns)
+    with pytest.raises(TypeError, match=r"make_attack\('random'\)"):
+        evaluate(hopper_policy, "random", 0.1, **kw)
+
+
 def test_same_seed_same_numbers_and_different_seed_differs(hopper_policy):
-    a = evaluate(hopper_policy, "random", 0.3, episodes=5, seed=7, num_envs=2)
-    b = evaluate(hopper_policy, "random", 0.3, episodes=5, seed=7, num_envs=2)
-    c = evaluate(hopper_policy, "random", 0.3, episodes=5, seed=8, num_envs=2)
+    a = evaluate(hopper_policy, make_attack("random"), 0.3, episodes=5, seed=7, num_envs=2)
+    b = evaluate(hopper_policy, make_attack("random"), 0.3, episodes=5, seed=7, num_envs=2)
+    c = evaluate(hopper_policy, make_attack("random"), 0.3, episodes=5, seed=8, num_envs=2)
     np.testing.assert_array_equal(a.returns, b.returns)
     assert not np.array_equal(a.returns, c.returns)
 
@@ -76,7 +84,7 @@ def test_perturbation_reaches_the_env():
             return torch.full((obs.shape[0], 1), 0.45)
 
     nominal = evaluate(Half(), "none", 0.0, episodes=3, seed=0, num_envs=3).returns
-    pushed = evaluate(Half(), "biggest", 0.2, episodes=3, seed=0, num_envs=3).returns
+    pushed = evaluate(Half(), make_attack("biggest"), 0.2, episodes=3, seed=0, num_envs=3).returns
     np.testing.assert_allclose(nominal, 0.45, atol=1e-6)
     np.testing.assert_allclose(pushed, 0.25, atol=1e-6)  # biggest pushes a > 0 towards -1
 

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from robustbench_rl.attacks import make_attack
 from robustbench_rl.checkpoint import CheckpointError
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 
 sb3 = pytest.importorskip("stable_baselines3", reason="the [sb3] extra is not installed")
+from stable_baselines3.common.logger import configure  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,7 @@ def sb3_models(tmp_path_factory):
                           "policy_kwargs": {"net_arch": [16, 16], "activation_fn": torch.nn.ReLU}}),
     ]:
         model = cls("MlpPolicy", "Pendulum-v1", seed=0, device="cpu", **kw)
+        model.set_logger(configure(str(root / f"{name}-log"), []))  # not SB3's default folder in /tmp
         model.learn(100)
         model.save(root / f"{name}.zip")
         out[name] = (root / f"{name}.zip", model)
@@ -56,7 +59,7 @@ def test_off_policy_q_heads_are_exposed_as_own_critic(sb3_models, name):
 def test_ppo_has_no_own_critic_and_evaluates(sb3_models):
     policy = load_policy(f"sb3:{sb3_models['ppo'][0]}", env_id="Pendulum-v1")
     assert policy.critics == {}
-    res = evaluate(policy, "biggest", 0.1, episodes=2, seed=0, num_envs=2)
+    res = evaluate(policy, make_attack("biggest"), 0.1, episodes=2, seed=0, num_envs=2)
     assert len(res.returns) == 2
 
 

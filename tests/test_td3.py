@@ -11,19 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from robustbench_rl.agents.base import MetricSum
 from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
 from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
 from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.config import STATE_FORMAT, RunConfig, field_docs
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy
-from robustbench_rl.training import (
-    STATE_FORMAT,
-    MetricSum,
-    RunConfig,
-    field_docs,
-    load_state,
-    policy_metadata,
-)
+from robustbench_rl.training import load_state, policy_metadata
 
 CPU = torch.device("cpu")
 LEDGE = "rbrl/Ledge-v0"
@@ -66,19 +61,23 @@ def ledge_runs():
     return {"td3": td3, "robust": robust, "mixed": mixed}
 
 
+@pytest.mark.slow
 def test_td3_learns_to_stand_near_the_ledge(ledge_runs):
     assert ledge_runs["td3"] > 0.42, ledge_runs
 
 
+@pytest.mark.slow
 def test_oa_td3_robust_objective_keeps_its_distance(ledge_runs):
     # Under a worst-case push of 0.2 the robust optimum is 0.3.
     assert 0.2 <= ledge_runs["robust"] <= 0.38, ledge_runs
 
 
+@pytest.mark.slow
 def test_default_omega_lands_between_robust_and_nominal(ledge_runs):
     assert ledge_runs["robust"] + 0.02 < ledge_runs["mixed"] <= 0.5, ledge_runs
 
 
+@pytest.mark.slow
 def test_oa_td3_beats_td3_under_worst_case_push(ledge_runs):
     eps = 0.2
     assert worst_case_return(ledge_runs["robust"], eps) > worst_case_return(ledge_runs["td3"], eps) + 0.5, ledge_runs

@@ -15,8 +15,8 @@ import torch
 from click.testing import CliRunner
 
 from robustbench_rl.cli import main
+from robustbench_rl.config import RunConfig, read_toml
 from robustbench_rl.policy import load_policy
-from robustbench_rl.training import RunConfig, read_toml
 
 TINY = ["--hidden", "16,16", "--batch-size", "32", "--learning-starts", "50", "--threads", "1"]
 
@@ -163,6 +163,7 @@ def test_existing_run_needs_resume_and_resume_refuses_changed_config(tmp_path):
     assert load_policy(str(out / "policy.safetensors")).meta["steps"] == 250
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(tmp_path):
     """A real `rbrl train` process killed with SIGKILL resumes from its last checkpoint and finishes
     with a valid policy and a progress.csv without gaps or duplicated steps."""
@@ -209,7 +210,8 @@ def test_run_config_fields_are_all_cli_options():
 
 
 def test_stop_when_ends_the_run_early_with_a_resumable_state(tmp_path):
-    from robustbench_rl.training import resolve_config, train
+    from robustbench_rl.config import resolve_config
+    from robustbench_rl.training import train
 
     out = tmp_path / "run"
     run, hp = resolve_config(out, {"algo": "td3", "env": "Pendulum-v1", "steps": 500, "log_every": 100, "threads": 1},
@@ -247,8 +249,8 @@ def test_resume_state_is_never_unpickled_as_code(tmp_path):
 def test_train_help_names_every_algorithm_in_the_algo_option():
     from click.testing import CliRunner
 
+    from robustbench_rl.agents.base import _ALGOS
     from robustbench_rl.cli import main
-    from robustbench_rl.training import _ALGOS
 
     text = CliRunner().invoke(main, ["train", "--help"]).output
     start = text.index("--algo [")

@@ -166,6 +166,47 @@ class ValueNet(nn.Module):
         return self.net(obs).squeeze(-1)
 
 
+class ObsNormalizer(nn.Module):
+    """Fixed observation standardisation (x - mean) / sqrt(var + 1e-8), clipped to +-clip."""
+
+    def __init__(self, mean: Tensor, var: Tensor, clip: float = 10.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("var", var.float())
+        self.clip = clip
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return ((obs - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)
+
+
+class TwinCriticView:
+    """A checkpoint's twin critic as a critic callable (:class:`robustbench_rl.policy.Critic`): min over
+    the heads, on raw observations."""
+
+    def __init__(self, module: nn.Module, normalize: nn.Module) -> None:
+        self.module = module
+        self.normalize = normalize
+
+    def __call__(self, obs: Tensor, act: Tensor) -> Tensor:
+        # States often come from the CPU (envs, replay) while the critic and actions sit on a GPU.
+        return self.module.min_q(self.normalize(obs.to(act.device)), act)
+
+    def heads(self, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
+        return self.module(self.normalize(obs.to(act.device)), act)
+
+    def objective(self, obs: Tensor):
+        """a -> min-head Q(obs, a) for fixed obs, for PGD: with an analytic action gradient where the
+        critic is a ReLU / tanh MLP (see ActionObjective), else plain autograd on :meth:`__call__`."""
+        build = getattr(self.module, "action_objective", None)
+        obs = obs.to(next(self.module.parameters()).device)
+        try:
+            if build is not None:
+                return build(self.normalize(obs))
+        except ValueError:  # an activation ActionObjective does not write out
+            pass
+        return lambda act: self(obs, act)
+
+
 NETWORK_TYPES: dict[str, type[nn.Module]] = {
     "actor": Actor,
     "twin_critic": TwinCritic,

@@ -1,0 +1,91 @@
+"""The threat model, in one place, and the attacks' standard settings.
+
+Policies act in the normalised box [-1, 1]^d. An attack sees the observation s and the policy's
+action a and returns a~ = clip(a + delta, -1, 1) with ||delta||_inf <= eps, eps in normalised units
+(eps = 0.1 moves each actuator by at most 5% of its full range). :func:`apply_delta` is the only way
+an attack turns a perturbation into an executed action, and :func:`check_bound` is what the rollout
+asserts on every step. This module does not import torch (it works on tensors' own methods), so the
+command line can build its options from the constants here without loading it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+BOUND_TOL = 1e-6
+MAX_EPS = 2.0  # the whole box: any larger eps is the same threat, so a larger one is most likely a typo
+
+CRITIC_SOURCES = ("auto", "own", "fitted")
+"""Which critic min-q / min-oa-q attack with: the policy's own where it has one (auto), its own
+(white-box), or one fitted for the policy (the fair choice when comparing algorithms)."""
+
+PGD_STARTS = ("random", "fgsm", "screen")
+"""Where PGD starts (see :func:`robustbench_rl.attacks.pgd.pgd_minimize`)."""
+
+DEFAULT_PGD_STEPS = 5
+"""Sign-gradient steps per PGD start of min-q / min-oa-q (see DEFAULT_PGD_RESTARTS)."""
+
+DEFAULT_PGD_START = "fgsm"
+"""Where the first PGD start is: the FGSM corner (see :func:`robustbench_rl.attacks.pgd.pgd_minimize`)."""
+
+DEFAULT_PGD_RESTARTS = 2
+"""PGD starts per state: the FGSM corner and one random point, 5 steps each. On trained Hopper critics
+this finds larger Q drops than the textbook 20 steps from one random start in every critic and budget
+measured, at about 55% of its cost: a second start beats more steps (BENCHMARKS.md, "PGD strength per
+gradient evaluation")."""
+
+
+class ThreatModelViolation(AssertionError):
+    """An attack returned an action outside the eps box or outside [-1, 1]: a bug, never a result."""
+
+
+def check_eps(eps: float) -> float:
+    """Validate an attack budget; ValueError saying what is allowed."""
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"eps must be a number in [0, {MAX_EPS}], got {eps!r}") from None
+    if not (0.0 <= eps <= MAX_EPS):  # also false for NaN
+        raise ValueError(f"eps must be in [0, {MAX_EPS}] (normalised action units), got {eps}")
+    return eps
+
+
+def apply_delta(act: Tensor, delta: Tensor, eps: float) -> Tensor:
+    """a~ = clip(a + clip(delta, -eps, eps), -1, 1): the threat model's executed action."""
+    return (act + delta.clamp(-eps, eps)).clamp(-1.0, 1.0)
+
+
+def check_bound(act: Tensor, perturbed: Tensor, eps: float) -> None:
+    """Raise ThreatModelViolation unless ||perturbed - act||_inf <= eps (+1e-6) and perturbed in [-1, 1]."""
+    if perturbed.shape != act.shape:
+        raise ThreatModelViolation(f"attack changed the action shape {tuple(act.shape)} -> {tuple(perturbed.shape)}")
+    if perturbed.numel() == 0:
+        return
+    # One fused test and one host sync per step (this runs on every evaluation step); NaN fails it too.
+    if bool(((perturbed - act).abs().amax() <= eps + BOUND_TOL) & (perturbed.abs().amax() <= 1.0 + BOUND_TOL)):
+        return
+    if not perturbed.isfinite().all():
+        raise ThreatModelViolation("attack returned non-finite actions")
+    dist = (perturbed - act).abs().max().item()
+    if dist > eps + BOUND_TOL:
+        raise ThreatModelViolation(f"attack moved the action by {dist:.6g} > eps {eps}")
+    if perturbed.abs().max().item() > 1.0 + BOUND_TOL:
+        raise ThreatModelViolation("attack returned an action outside [-1, 1]")
+
+
+@runtime_checkable
+class Attack(Protocol):
+    """A bounded action perturbation: ``perturb(obs, act, eps, generator)`` -> a~, all (B, d) tensors.
+
+    `needs_critic` is None for critic-free attacks, else the critic key (``"q"`` or ``"q_adv"``) the
+    attack must be built with. Randomness comes only from `generator`, so the caller's seed fixes it.
+    """
+
+    name: str
+    needs_critic: str | None
+
+    def perturb(self, obs: Tensor, act: Tensor, eps: float, generator: torch.Generator | None = None) -> Tensor: ...
