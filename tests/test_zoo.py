@@ -56,6 +56,15 @@ def test_a_bench_of_zoo_policies_uses_the_bundled_critics_in_its_workers(tmp_pat
     assert not (tmp_path / "cache").exists()  # nothing was fitted
 
 
+@pytest.mark.parametrize("suite", sorted(p.name for p in zoo.SUITES.glob("*.toml")))
+def test_every_bundled_suite_scores_bundled_policies_only(suite):
+    from robustbench_rl.suite import load_suite
+
+    loaded = load_suite(zoo.SUITES / suite)
+    assert loaded.policies and all(p.spec.removeprefix("zoo:") in NAMES for p in loaded.policies)
+    assert set(loaded.attacks) == {"random", "biggest", "min-q", "min-oa-q"} and loaded.critic == "fitted"
+
+
 def test_a_damaged_zoo_file_is_named(tmp_path, monkeypatch):
     if not NAMES:
         pytest.skip("no bundled policies")
