@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from robustbench_rl.attacks.base import register_attack
-from robustbench_rl.attacks.pgd import PGD_STARTS, pgd_minimize
+from robustbench_rl.attacks.pgd import PGD_STARTS, SCREEN_SAMPLES, pgd_minimize
 from robustbench_rl.policy import Critic
 from robustbench_rl.threat import (
     DEFAULT_PGD_RESTARTS,
@@ -44,7 +44,8 @@ class CriticAttack:
     critics already return the minimum over their heads. `steps` sign-gradient steps per start,
     `restarts` starts per row (the best row-wise wins), `step_size` (default 2.5 * eps / steps) and
     `start` ("fgsm": the first start is the FGSM corner, the others random; "random": all uniform in
-    the box) are PGD's options; the defaults are DEFAULT_PGD_STEPS / _RESTARTS / _START. All
+    the box; "screen": the best of a batched screen of the box, `screen` uniform samples among them)
+    are PGD's options; the defaults are DEFAULT_PGD_STEPS / _RESTARTS / _START. All
     randomness (the random starts) comes from the generator passed to :meth:`perturb`.
     """
 
@@ -53,7 +54,8 @@ class CriticAttack:
 
     def __init__(self, critic: Critic | None = None, steps: int = DEFAULT_PGD_STEPS,
                  restarts: int = DEFAULT_PGD_RESTARTS,
-                 step_size: float | None = None, start: str = DEFAULT_PGD_START) -> None:
+                 step_size: float | None = None, start: str = DEFAULT_PGD_START,
+                 screen: int = SCREEN_SAMPLES) -> None:
         if critic is None or not callable(critic):
             raise ValueError(f"attack {self.name} needs a critic (a callable (obs, act) -> values), got {critic!r}; "
                              "build it with make_policy_attack(policy, name) or make_attack(name, critic=...)")
@@ -65,6 +67,9 @@ class CriticAttack:
             raise ValueError(f"{self.name}: PGD step size must be > 0 (or None for 2.5 * eps / steps), got {step_size}")
         if start not in PGD_STARTS:
             raise ValueError(f"{self.name}: PGD start must be one of {', '.join(PGD_STARTS)}, got {start!r}")
+        if int(screen) != screen or screen < 0:
+            raise ValueError(f"{self.name}: screened samples must be an integer >= 0, got {screen}")
+        self.screen = int(screen)
         self.critic = critic
         self.start = start
         self.steps = int(steps)
@@ -78,7 +83,7 @@ class CriticAttack:
         obs = obs.to(act.device, torch.float32)
         objective = self.critic.objective(obs) if hasattr(self.critic, "objective") else (lambda x: self.critic(obs, x))
         return pgd_minimize(objective, act, eps, self.steps, step_size=self.step_size,
-                            restarts=self.restarts, generator=generator, start=self.start)
+                            restarts=self.restarts, generator=generator, start=self.start, screen=self.screen)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(steps={self.steps}, restarts={self.restarts}, step_size={self.step_size}, "

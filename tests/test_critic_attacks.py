@@ -291,6 +291,19 @@ def test_sanity_flags_fire_on_suspicious_tables_only():
     assert "90%" in str(flags[0]) and "sanity flags (1)" in format_flags(flags)
 
 
+def test_a_screened_attack_takes_its_sample_count_and_stays_in_the_box():
+    critic = TwinCritic(3, 2, [16, 16])
+    view = lambda obs, act: critic.min_q(obs, act)  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(32, 3, generator=gen), torch.rand(32, 2, generator=gen) * 2 - 1
+    few = make_attack("min-q", critic=view, start="screen", screen=8)
+    out = few.perturb(obs, act, 0.2, torch.Generator().manual_seed(1))
+    check_bound(act, out, 0.2)
+    assert few.screen == 8 and view(obs, out).mean() < view(obs, act).mean()
+    with pytest.raises(ValueError, match="screened samples must be an integer >= 0"):
+        make_attack("min-q", critic=view, start="screen", screen=-1)
+
+
 def test_sanity_flag_messages_show_the_difference_they_report():
     # 0.398 vs 0.438 with no noise: one decimal place would print "0.4 beats 0.4".
     close = _table({("none", "none", 0.0): [1.0] * 10, ("biggest", "none", 0.1): [0.398] * 10,
