@@ -1,7 +1,7 @@
 """CUDA graphs of a trainer's update: capture its kernels once per plan, then replay them.
 
 A TD3 update at batch 256 is a few hundred small kernels, and on a GPU their launches, not their
-arithmetic, set the pace (BENCHMARKS.md, "Target 6: GPU"). A CUDA graph records the kernels of one
+arithmetic, set the pace (BENCHMARKS.md, "GPUs"). A CUDA graph records the kernels of one
 call and replays them with one launch. An update can be replayed this way when it:
 
 - takes its minibatch as an argument: each replay copies the batch into the graph's fixed input
@@ -75,7 +75,7 @@ class GraphedUpdates:
         """Record learn's kernels for `plan` on fixed input tensors (recording runs nothing)."""
         fixed = type(batch)(*(t.clone() for t in batch))
         graph = torch.cuda.CUDAGraph()
-        # torch with this method (2.11 on the lent GPU machine) draws from a non-default generator inside a
+        # torch with this method (2.11, for one) draws from a non-default generator inside a
         # graph only once it is registered; later torch registers it on first use and deprecates the call.
         register = getattr(graph, "register_generator_state", None)
         if register is not None:

@@ -2,7 +2,7 @@
 
 For each policy and eps, runs min-q (or `--attack`) with the policy's own critic twice on the same
 episodes (same eval seeds): with the default PGD (2 starts, FGSM corner + random, 5 steps each) and
-with the reference (20 steps from one random start, the default before issue 7), and prints the mean
+with the reference (20 steps from one random start, the textbook cold start), and prints the mean
 returns and the paired bootstrap 95% CI of default minus reference (negative = the default hurts more).
 
     python benchmarks/attack_returns.py --policy ip-td3/seed_0/policy.safetensors --policy ... \\

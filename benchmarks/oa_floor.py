@@ -1,15 +1,15 @@
 """How far OA-TD3 can get to TD3's speed on this CPU: its matmul work per env step, counted (not run in CI).
 
-Issue 7's target 1 asks OA-TD3 for at most 1.5x TD3's wall time per env step. This script counts the
+Can OA-TD3 run at 1.5x TD3's wall time per env step? This script counts the
 dense matmul FLOPs one env step's update actually runs (torch's FlopCounterMode, over whole cycles of
 policy_delay, oa_every and the pgd_q_drop monitor), for TD3 and for OA-TD3 variants, and turns them into
 a floor: the time those FLOPs take at the best float32 matmul rate this CPU reaches on the update's
 shapes. It also times each learner's real env steps (learning included), so the table gives, per learner:
 
 - its matmul work and its floor,
-- its measured time per step, and that as a multiple of TD3's (target 1's ratio),
+- its measured time per step, and that as a multiple of TD3's,
 - the lowest ratio it could reach: TD3's measured step plus only the *extra* FLOPs at the floor rate,
-  with zero overhead. Above 1.5 there, no implementation of that variant meets target 1 in float32
+  with zero overhead. Above 1.5 there, no implementation of that variant runs at 1.5x TD3 in float32
   on this machine.
 
     python benchmarks/oa_floor.py --threads 1 --variants default,min,oa-batch-size=32

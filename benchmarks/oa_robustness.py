@@ -1,4 +1,4 @@
-"""Is the fast default OA-TD3 as robust as OA-TD3 with cold-start 20-step PGD? (issue 7, target 1)
+"""Is the fast default OA-TD3 as robust as OA-TD3 with cold-start 20-step PGD?
 
 Two parts:
 

@@ -1,6 +1,6 @@
 """Learning proof for PPO / OA-PPO (not run in CI): deterministic eval return along real `rbrl train` runs.
 
-Target (issue 5): PPO and OA-PPO reach an eval return of 1000 on InvertedPendulum-v5 within 100k steps
+The claim: PPO and OA-PPO reach an eval return of 1000 on InvertedPendulum-v5 within 100k steps
 (3 seeds), with the default (CleanRL) hyperparameters; OA-PPO with its defaults (omega 0.5,
 eps_train 0.1). Every run is a normal run directory under --out, resumable: re-running the script
 continues unfinished runs from their last checkpoint, so it can run niced in the background and survive

@@ -1,4 +1,4 @@
-"""Where TD3's time per step goes on the CPU, against its floor (not run in CI; issue 7, target 2).
+"""Where TD3's time per step goes on the CPU, against its floor (not run in CI).
 
 Times, at batch 256 on Hopper-v5's dimensions after 1,000 random steps: one 256x256x256 float32
 matmul (the unit a TD3 step is made of: 9 in the critic update with its target, 5 in each actor step,

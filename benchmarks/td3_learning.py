@@ -1,6 +1,6 @@
 """Learning proof for TD3 / OA-TD3 (not run in CI): deterministic eval return along real `rbrl train` runs.
 
-Targets (issue 3): TD3 and OA-TD3 reach an eval return of 1000 on InvertedPendulum-v5 within 30k steps
+The claim: TD3 and OA-TD3 reach an eval return of 1000 on InvertedPendulum-v5 within 30k steps
 (3 seeds); TD3 reaches > -200 on Pendulum-v1 within 20k steps. Every run is a normal run directory
 under --out (resumable: re-running the script continues unfinished runs), so the progress.csv of each
 seed can be inspected afterwards. Prints one line per run and a markdown table.

@@ -10,8 +10,8 @@ hyperparameters: 256x256 ReLU actor and critics, Adam 3e-4, batch 256, buffer 1M
     python benchmarks/td3_speed.py --rounds 3 --steps 2000 --threads 1 --oa default,old,cold20
 
 OA-TD3 variants (`--oa`): `default` (the current defaults: 2 PGD starts, FGSM corner + random, 2 steps
-each), `old` (10 steps from one random start: the settings before issue 7, run on the current code),
-`cold20` (20 steps from one random start: issue 7's robustness reference), `min` (1 step from one random
+each), `old` (10 steps from one random start, run on the current code),
+`cold20` (20 steps from one random start: the textbook cold start), `min` (1 step from one random
 start: what the OA critic, its target and the OA actor gradient cost with almost no PGD), `every-update`
 (the default PGD with an OA update on every update, `oa_every` 1), or the defaults with integer
 hyperparameters changed: `oa-every=K`, `oa-batch-size=N`, joined by '+' (`oa-batch-size=32+oa-every=2`).

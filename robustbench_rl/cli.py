@@ -119,7 +119,7 @@ def cli_device(name: str) -> str:
 
 def device_option(fn):
     """--device for commands that run a policy and PGD. CPU by default: evaluation batches are at most
-    num_envs rows, where a GPU's launch latency loses to the CPU (BENCHMARKS.md, "Target 6: GPU")."""
+    num_envs rows, where a GPU's launch latency loses to the CPU (BENCHMARKS.md, "GPUs")."""
     return click.option("--device", "device_name", default="cpu", show_default=True,
                         help=DEVICE_HELP + " A GPU pays for PGD on batches of hundreds of rows, not at "
                              "8-64 envs.")(fn)

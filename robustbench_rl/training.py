@@ -167,7 +167,7 @@ def set_threads(threads: int) -> int:
     Why 1 by default: OpenMP worker threads spin-wait, so when another process holds one of the cores
     a 2-thread update collapses (measured on the 2-core reference machine with one other busy process:
     57 ms vs 1.9 ms per 64x64 TD3 step). On idle cores 2 threads make a batch-256 256x256 TD3 update
-    ~1.36x faster (shared/research/perf-anchors.md): pass --threads 2 there.
+    ~1.36x faster: pass --threads 2 there.
     """
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
