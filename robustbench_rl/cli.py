@@ -222,7 +222,7 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
     from robustbench_rl.attacks.fit import FitConfig, collect_transitions
     from robustbench_rl.attacks.registry import make_policy_attack
     from robustbench_rl.attacks.sanity import format_flags, sanity_flags
-    from robustbench_rl.bench import load_policy_on
+    from robustbench_rl.cells import load_policy_on
     from robustbench_rl.results import result_frame, write_table
     from robustbench_rl.rollout import evaluate
 
@@ -317,7 +317,7 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
                    device_name: str) -> None:
     """Fit Q^pi or Q_adv^pi of a fixed policy by TD learning; cached, tied to the policy file's sha256."""
     from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic, monte_carlo_returns, save_critic
-    from robustbench_rl.bench import load_policy_on
+    from robustbench_rl.cells import load_policy_on
 
     if out is not None and Path(out).suffix != ".safetensors":
         raise click.BadParameter("use a .safetensors file name", param_hint="--out")

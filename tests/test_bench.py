@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from robustbench_rl.bench import expand_cells, load_policies, run_bench
+from robustbench_rl.bench import run_bench
+from robustbench_rl.cells import expand_cells, load_policies
 from robustbench_rl.cli import main
 from robustbench_rl.results import BENCH_COLUMNS, read_cell, read_results
 from robustbench_rl.suite import load_suite, parse_suite
@@ -469,9 +470,9 @@ def test_a_damaged_cell_file_is_recomputed_on_resume(tmp_path, random_checkpoint
 def test_a_stale_lock_with_a_reused_pid_is_taken_over_and_a_live_one_names_its_file(tmp_path, random_checkpoint):
     import socket
 
-    from robustbench_rl.bench import _process_start
+    from robustbench_rl.provenance import process_start
 
-    if _process_start(os.getpid()) is None:
+    if process_start(os.getpid()) is None:
         pytest.skip("needs /proc to read process start times")
     suite = parse_suite({"policies": [str(random_checkpoint())], **FAST})
     out = tmp_path / "run"
@@ -481,7 +482,7 @@ def test_a_stale_lock_with_a_reused_pid_is_taken_over_and_a_live_one_names_its_f
     lock.write_text(f"{socket.gethostname()}:{os.getpid()}:1")
     assert run_bench(suite, out, workers=1, progress=False).cells_skipped == 5
     assert not lock.exists()
-    lock.write_text(f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}")
+    lock.write_text(f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid())}")
     with pytest.raises(ValueError, match=rf"another rbrl bench \(pid {os.getpid()}\).*delete the lock file {lock}"):
         run_bench(suite, out, workers=1, progress=False)
 
