@@ -1,4 +1,4 @@
-"""PPO (CleanRL's ppo_continuous_action) and OA-PPO, in one file: the OA parts are a visible, small difference.
+"""PPO (CleanRL's ppo_continuous_action).
 
 PPO, per iteration (all in the normalised action space; the policy samples an unbounded Gaussian and
 the env executes clip(a, -1, 1)):
@@ -12,19 +12,9 @@ the env executes clip(a, -1, 1)):
         with per-minibatch advantage normalisation, optional value clipping, grad-norm clipping and a
         linearly annealed learning rate
 
-OA-PPO adds a twin OA critic Q_adv(s, a) that values acting under the worst perturbation in the
-eps_train box when following the policy's mean action, trained by TD on a short replay of the last
-`replay_rollouts` rollouts (clipped actions, real next states):
-
-    y_adv = r + gamma (1 - terminated) min_d min_i Q_adv'_i(s', clip(clip(mu(s')) + d))
-
-and the policy's advantage mixes GAE's with the OA advantage
-
-    A_adv(s, a) = min_d Q_adv(s, clip(clip(a) + d)) - min_d Q_adv(s, clip(clip(mu(s)) + d))
-    A = omega norm(A_gae) + (1 - omega) norm(A_adv)
-
-The min around the sampled action is what makes the current step robust (a baseline alone does not
-change the policy gradient). Both minima of A_adv are one batched call of the shared PGD engine.
+OA-PPO (:mod:`robustbench_rl.agents.oa_ppo`) is this trainer with an OA critic and a second
+advantage; the hooks it overrides are :meth:`PPOTrainer.record_transition`,
+:meth:`PPOTrainer.second_advantage`, :meth:`PPOTrainer.policy_advantage` and the network set-up.
 
 Vector envs use gymnasium 1.x next-step autoreset. Rather than store its dummy "reset step" (the
 action is ignored and the reward is 0), a finished sub-env is reset at once through the vector env's
@@ -35,21 +25,17 @@ approach: r += gamma V(s_final) before GAE cuts the trace), a termination does n
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustbench_rl.agents.base import MetricSum, Trainer, check_fields, register_algo, soft_update
-from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
-from robustbench_rl.attacks.base import check_eps
-from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.agents.base import MetricSum, Trainer, check_fields, register_algo
+from robustbench_rl.agents.buffers import RolloutBuffer
 from robustbench_rl.envs import make_vec_env
-from robustbench_rl.networks import GaussianActor, TwinCritic, ValueNet, build_network
+from robustbench_rl.networks import GaussianActor, ValueNet, build_network
 
 RMS_EPS = 1e-8  # the same epsilon as robustbench_rl.policy.ObsNormalizer, so training and act() agree
 
@@ -122,45 +108,6 @@ class PPOConfig:
             "ent_coef": self.ent_coef >= 0, "vf_coef": self.vf_coef >= 0, "max_grad_norm": self.max_grad_norm > 0,
             "target_kl": self.target_kl >= 0, "clip_obs": self.clip_obs > 0, "clip_reward": self.clip_reward > 0,
             "log_std_init": -20 <= self.log_std_init <= 2})
-
-
-@dataclass
-class OAPPOConfig(PPOConfig):
-    """OA-PPO hyperparameters: PPO's plus the optimal-adversary knobs."""
-
-    omega: float = 0.5
-    """Weight of the GAE advantage; 1 - omega goes to the OA advantage. 1 = PPO's policy update."""
-    eps_train: float = 0.1
-    """L_inf budget of the adversary the OA critic and the OA advantage assume (normalised action units)."""
-    pgd_steps: int = 10
-    """PGD sign-gradient steps for the OA target and the OA advantage (step size 2.5 eps / steps)."""
-    critic_adv_hidden: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer widths of each head of the twin OA critic (ReLU MLPs)."""
-    critic_adv_lr: float = 3e-4
-    """Adam learning rate of the OA critic."""
-    critic_adv_batch: int = 256
-    """Minibatch size of the OA critic's TD updates."""
-    critic_adv_updates: int = 128
-    """OA critic TD updates per rollout (before the advantage is computed)."""
-    replay_rollouts: int = 16
-    """The OA critic's replay holds the transitions of this many most recent rollouts (its TD target follows
-    the current mean action, so older data stays valid; too short a replay forgets states and actions the
-    policy no longer visits, e.g. a cliff it learned to avoid)."""
-    tau: float = 0.01
-    """Polyak averaging rate of the OA critic's target network."""
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.omega <= 1.0:
-            raise ValueError(f"omega must be in [0, 1], got {self.omega}")
-        check_eps(self.eps_train)
-        for name in ("pgd_steps", "critic_adv_batch", "critic_adv_updates", "replay_rollouts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not self.critic_adv_hidden or any(w < 1 for w in self.critic_adv_hidden):
-            raise ValueError(f"critic-adv-hidden must be positive layer widths, e.g. 256,256; got {self.critic_adv_hidden}")
-        if not self.critic_adv_lr > 0 or not 0 < self.tau <= 1:
-            raise ValueError(f"critic-adv-lr must be > 0 and tau in (0, 1], got {self.critic_adv_lr}, {self.tau}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,24 +217,21 @@ def orthogonal_init_(mlp: nn.Sequential, out_gain: float) -> None:
 # --------------------------------------------------------------------------------------------------
 
 class PPOTrainer(Trainer):
-    """PPO, or OA-PPO when given an :class:`OAPPOConfig`."""
+    """PPO. :class:`OAPPOTrainer` adds the OA critic and mixes the advantages."""
+
+    metric_names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
+                    "action_std", "learning_rate")
 
     def __init__(self, config: PPOConfig, env_id: str, seed: int, total_steps: int, device: torch.device) -> None:
         super().__init__(config, env_id, seed, total_steps, device)
         cfg = config
-        self.oa = isinstance(config, OAPPOConfig)
         self.envs = make_vec_env(env_id, cfg.num_envs, seed=seed)
         self.num_envs = cfg.num_envs
         self.obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         self.act_dim = int(np.prod(self.envs.single_action_space.shape))
         self.gen = torch.Generator(device=device).manual_seed(seed)
 
-        spec = {"hidden": list(cfg.hidden), "activation": cfg.activation}
-        self.networks = {"actor": {"type": "gaussian_actor", **spec, "log_std_init": cfg.log_std_init},
-                         "value": {"type": "value", **spec}}
-        if self.oa:
-            self.networks["critic_adv"] = {"type": "twin_critic", "hidden": list(cfg.critic_adv_hidden),
-                                           "activation": "relu"}
+        self.networks = self.network_specs()
         with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG
             torch.manual_seed(seed)
             nets = {k: build_network(v, self.obs_dim, self.act_dim) for k, v in self.networks.items()}
@@ -297,27 +241,24 @@ class PPOTrainer(Trainer):
         self.value: ValueNet = nets["value"].to(device)
         self.params = [*self.actor.parameters(), *self.value.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=cfg.learning_rate, eps=1e-5, fused=True)  # one kernel, not a loop
-        if self.oa:
-            self.critic_adv: TwinCritic = nets["critic_adv"].to(device)
-            self.critic_adv_target = copy.deepcopy(self.critic_adv).requires_grad_(False)
-            self.critic_adv_opt = torch.optim.Adam(self.critic_adv.parameters(), lr=cfg.critic_adv_lr, fused=True)
+        self.add_networks(nets)
 
         self.obs_rms = RunningMeanStd((self.obs_dim,))
         self.ret_rms = RunningMeanStd(())
         self._refresh_obs_stats()
         self.discounted = np.zeros(self.num_envs)  # running discounted returns, for reward scaling
         self.buffer = RolloutBuffer(cfg.num_steps, self.num_envs, self.obs_dim, self.act_dim, device)
-        if self.oa:
-            self.raw_obs = torch.zeros((cfg.num_steps, self.num_envs, self.obs_dim), device=device)
-            self.replay = ReplayBuffer(self.obs_dim, self.act_dim, cfg.replay_rollouts * cfg.num_steps * self.num_envs,
-                                       device)
-        self.metric_names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
-                             "action_std", "learning_rate")
-        if self.oa:
-            self.metric_names += ("critic_adv_loss", "q_adv_mean", "pgd_q_drop", "adv_oa_mean", "adv_corr")
         self.metrics = MetricSum(self.metric_names)
         self.iteration = 0
         self._reset_envs(seed)
+
+    def network_specs(self) -> dict[str, dict]:
+        spec = {"hidden": list(self.config.hidden), "activation": self.config.activation}
+        return {"actor": {"type": "gaussian_actor", **spec, "log_std_init": self.config.log_std_init},
+                "value": {"type": "value", **spec}}
+
+    def add_networks(self, nets: dict[str, nn.Module]) -> None:
+        """Networks beyond the actor and the value function (none for PPO)."""
 
     # ---- observation / reward normalisation --------------------------------------------------------
 
@@ -379,9 +320,7 @@ class PPOTrainer(Trainer):
                 with torch.no_grad():
                     final = self.normalize(torch.as_tensor(next_obs[cut], device=self.device))
                     rew[cut] += cfg.gamma * self.value(final).cpu().numpy()
-            if self.oa:  # raw obs, clipped actions, raw rewards: normalised with the latest statistics when sampled
-                self.raw_obs[t] = raw_obs
-                self.replay.add(self.obs, act_env, reward, next_obs, terminated.astype(np.float32))
+            self.record_transition(t, raw_obs, act_env, reward, next_obs, terminated)
             self.buffer.add(obs, act, logprob, rew, done, value)
             self.global_step += self.num_envs
             if done.any():
@@ -395,6 +334,10 @@ class PPOTrainer(Trainer):
             self.obs = next_obs
         return finished
 
+    def record_transition(self, t: int, raw_obs: Tensor, act: np.ndarray, reward: np.ndarray, next_obs: np.ndarray,
+                          terminated: np.ndarray) -> None:
+        """Keep a rollout step's raw transition beyond the rollout buffer (PPO does not)."""
+
     def advance(self, until: int) -> list[tuple[float, int]]:
         finished = []
         while self.global_step < until:
@@ -405,7 +348,7 @@ class PPOTrainer(Trainer):
     # ---- learning --------------------------------------------------------------------------------
 
     def update(self) -> None:
-        """One PPO iteration on the rollout just collected (OA-PPO: OA critic TD steps and the OA advantage first)."""
+        """One PPO iteration on the rollout just collected."""
         cfg, buf = self.config, self.buffer
         batch = cfg.num_steps * self.num_envs
         if cfg.anneal_lr:
@@ -420,14 +363,7 @@ class PPOTrainer(Trainer):
         b_obs, b_act = buf.obs.reshape(batch, -1), buf.act.reshape(batch, -1)
         b_logprob, b_value = buf.logprob.reshape(-1), buf.value.reshape(-1)
         b_adv, b_returns = adv.reshape(-1), returns.reshape(-1)
-        b_adv_oa = None
-        if self.oa:
-            for _ in range(cfg.critic_adv_updates):
-                self.update_critic_adv()
-            if cfg.omega < 1.0:
-                b_adv_oa = self.oa_advantage(b_obs, b_act, self.raw_obs.reshape(batch, -1))
-                self.metrics.add("adv_oa_mean", b_adv_oa.mean())
-                self.metrics.add("adv_corr", torch.corrcoef(torch.stack([b_adv, b_adv_oa]))[0, 1].nan_to_num(0.0))
+        b_adv_oa = self.second_advantage(b_obs, b_act, b_adv)
 
         mb_size = batch // cfg.num_minibatches
         for _ in range(cfg.update_epochs):
@@ -441,11 +377,7 @@ class PPOTrainer(Trainer):
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
                     clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
-                mb_adv = b_adv[mb]
-                if b_adv_oa is not None:  # the OA difference: mix the normalised GAE and OA advantages
-                    mb_adv = cfg.omega * standardize(mb_adv) + (1.0 - cfg.omega) * standardize(b_adv_oa[mb])
-                elif cfg.norm_adv:
-                    mb_adv = standardize(mb_adv)
+                mb_adv = self.policy_advantage(b_adv[mb], None if b_adv_oa is None else b_adv_oa[mb])
                 pg_loss = clipped_policy_loss(ratio, mb_adv, cfg.clip_coef)
                 v_loss = value_loss(self.value(b_obs[mb]), b_value[mb], b_returns[mb],
                                     cfg.clip_coef if cfg.clip_vloss else None)
@@ -466,43 +398,13 @@ class PPOTrainer(Trainer):
             self.metrics.add("action_std", self.actor.log_std.exp().mean())
         self.iteration += 1
 
-    def update_critic_adv(self) -> None:
-        """One TD step of the OA critic on the replay: the target acts under PGD's worst perturbation of mu(s')."""
-        cfg = self.config
-        b = self.replay.sample(cfg.critic_adv_batch, self.gen)
-        obs, next_obs = self.normalize(b.obs), self.normalize(b.next_obs)
-        with torch.no_grad():
-            next_act = self.actor(next_obs).clamp(-1.0, 1.0)
+    def second_advantage(self, obs: Tensor, act: Tensor, adv: Tensor) -> Tensor | None:
+        """An advantage to mix with GAE's in the policy step (PPO has none)."""
+        return None
 
-        q_adv_target = self.critic_adv_target.action_objective(next_obs)  # a -> min_i Q_adv'_i(s', a)
-        _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, generator=self.gen,
-                                  return_value=True)
-        with torch.no_grad():
-            y = self.scale_reward(b.rew) + cfg.gamma * (1.0 - b.done) * q_worst
-            self.metrics.add("pgd_q_drop", (q_adv_target(next_act) - q_worst).mean())
-        q1, q2 = self.critic_adv(obs, b.act)
-        loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
-        self.critic_adv_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_adv_opt.step()
-        soft_update(self.critic_adv_target, self.critic_adv, cfg.tau)
-        self.metrics.add("critic_adv_loss", loss.detach())
-        self.metrics.add("q_adv_mean", q1.detach().mean())
-
-    def oa_advantage(self, obs: Tensor, act: Tensor, raw_obs: Tensor) -> Tensor:
-        """A_adv = min_d Q_adv(s, clip(clip(a) + d)) - min_d Q_adv(s, clip(clip(mu(s)) + d)), one PGD call for both.
-
-        `obs` are the policy's inputs as stored in the rollout (so mu(s) is the mean the samples came
-        from); the critic sees `raw_obs` normalised with the latest statistics, as in its TD updates.
-        """
-        n = obs.shape[0]
-        with torch.no_grad():
-            mean_act = self.actor(obs).clamp(-1.0, 1.0)
-        q_obs = self.normalize(raw_obs).repeat(2, 1)
-        start = torch.cat([act.clamp(-1.0, 1.0), mean_act])
-        _, worst = pgd_minimize(self.critic_adv.action_objective(q_obs), start, self.config.eps_train,
-                                self.config.pgd_steps, generator=self.gen, return_value=True)
-        return (worst[:n] - worst[n:]).detach()
+    def policy_advantage(self, adv: Tensor, second: Tensor | None) -> Tensor:
+        """The minibatch advantage the clipped surrogate uses: GAE's, standardised with norm_adv."""
+        return standardize(adv) if self.config.norm_adv else adv
 
     # ---- checkpoint / resume ---------------------------------------------------------------------
 
@@ -510,9 +412,7 @@ class PPOTrainer(Trainer):
         return self.metrics.pop()
 
     def policy_state(self):
-        modules: dict[str, nn.Module] = {"actor": self.actor, "value": self.value}
-        if self.oa:
-            modules["critic_adv"] = self.critic_adv
+        modules = {k: m for k, m in self._modules().items() if not k.endswith("_target")}
         extra_tensors, extra_meta = {}, {"obs_norm": bool(self.config.norm_obs)}
         if self.config.norm_obs:
             extra_tensors = {"obs_rms.mean": torch.from_numpy(self.obs_rms.mean.astype(np.float32)),
@@ -521,13 +421,10 @@ class PPOTrainer(Trainer):
         return modules, dict(self.networks), extra_tensors, extra_meta
 
     def _modules(self) -> dict[str, nn.Module]:
-        mods = {"actor": self.actor, "value": self.value}
-        if self.oa:
-            mods |= {"critic_adv": self.critic_adv, "critic_adv_target": self.critic_adv_target}
-        return mods
+        return {"actor": self.actor, "value": self.value}
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"ppo": self.opt, "critic_adv": self.critic_adv_opt} if self.oa else {"ppo": self.opt}
+        return {"ppo": self.opt}
 
     def state_dict(self) -> dict:
         state = {
@@ -539,8 +436,6 @@ class PPOTrainer(Trainer):
             "ret_rms": self.ret_rms.state_dict(),
             "rng": self.gen.get_state(),
         }
-        if self.oa:
-            state["replay"] = self.replay.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -551,8 +446,6 @@ class PPOTrainer(Trainer):
         self.obs_rms.load_state_dict(state["obs_rms"])
         self.ret_rms.load_state_dict(state["ret_rms"])
         self._refresh_obs_stats()
-        if self.oa:
-            self.replay.load_state_dict(state["replay"])
         self.gen.set_state(state["rng"].cpu())  # generator states are CPU byte tensors, even for CUDA
         self.global_step = int(state["global_step"])
         self.iteration = int(state["iteration"])
@@ -563,5 +456,3 @@ class PPOTrainer(Trainer):
 
 
 register_algo("ppo", PPOConfig, PPOTrainer, "PPO (clipped surrogate, GAE, obs/reward normalisation), CleanRL defaults")
-register_algo("oa-ppo", OAPPOConfig, PPOTrainer,
-              "OA-PPO: PPO + optimal-adversary-aware critic (PGD target) + omega-mix of GAE and OA advantages")

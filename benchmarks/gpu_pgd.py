@@ -28,7 +28,9 @@ import time
 
 import torch
 
-from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
+from robustbench_rl.agents.oa_td3 import OATD3Config
+from robustbench_rl.agents.registry import make_trainer
+from robustbench_rl.agents.td3 import TD3Config
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.networks import TwinCritic
 
@@ -91,7 +93,7 @@ def pgd_time(device: torch.device, batch: int, cfg: dict, reps: int) -> float:
 
 
 def train_sps(config, device: torch.device, learning_starts: int, steps: int, graphs: bool = False) -> float:
-    trainer = TD3Trainer(config, "Hopper-v5", 0, learning_starts + steps, device)
+    trainer = make_trainer(config, "Hopper-v5", 0, learning_starts + steps, device)
     if graphs:
         trainer.use_cuda_graphs()
     trainer.advance(learning_starts + 50)  # includes the first updates (CUDA/cuBLAS warm-up, graph captures)

@@ -28,7 +28,9 @@ import torch
 from td3_speed import ENV, oa_variant  # same folder: run as python benchmarks/oa_floor.py
 from torch.utils.flop_counter import FlopCounterMode
 
-from robustbench_rl.agents.td3 import PGD_METRIC_EVERY, OATD3Config, TD3Config, TD3Trainer
+from robustbench_rl.agents.oa_td3 import PGD_METRIC_EVERY, OATD3Config
+from robustbench_rl.agents.registry import make_trainer
+from robustbench_rl.agents.td3 import TD3Config, TD3Trainer
 
 
 def best_matmul_rate(reps: int) -> tuple[float, str]:
@@ -93,7 +95,7 @@ def main() -> None:
         learners[f"OA-TD3 {name} ({label})"] = OATD3Config(learning_starts=args.learning_starts, **overrides)
     rows = {}
     for name, config in learners.items():
-        trainer = TD3Trainer(config, ENV, 0, args.learning_starts + args.steps + 200, torch.device("cpu"))
+        trainer = make_trainer(config, ENV, 0, args.learning_starts + args.steps + 200, torch.device("cpu"))
         trainer.advance(args.learning_starts + 50)
         flops = flops_per_update(trainer)
         rows[name] = (flops, seconds_per_step(trainer, args.steps))

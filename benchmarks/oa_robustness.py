@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from td3_speed import int_overrides  # same folder: run as python benchmarks/oa_robustness.py
 
-from robustbench_rl.agents.td3 import OATD3Config, TD3Trainer
+from robustbench_rl.agents.oa_td3 import OATD3Config
+from robustbench_rl.agents.td3 import TD3Trainer
 from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.envs import ledge_reward
 from robustbench_rl.policy import load_policy

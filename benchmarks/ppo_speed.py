@@ -21,12 +21,14 @@ import time
 
 import torch
 
-from robustbench_rl.agents.ppo import OAPPOConfig, PPOConfig, PPOTrainer
+from robustbench_rl.agents.oa_ppo import OAPPOConfig
+from robustbench_rl.agents.ppo import PPOConfig
+from robustbench_rl.agents.registry import make_trainer
 from robustbench_rl.envs import make_env
 
 
 def time_ours(config, env_id: str, steps: int, seed: int) -> float:
-    trainer = PPOTrainer(config, env_id, seed, steps, torch.device("cpu"))
+    trainer = make_trainer(config, env_id, seed, steps, torch.device("cpu"))
     t0 = time.perf_counter()
     trainer.advance(steps)
     elapsed = time.perf_counter() - t0

@@ -28,7 +28,8 @@ import time
 import numpy as np
 import torch
 
-from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
+from robustbench_rl.agents.oa_td3 import OATD3Config
+from robustbench_rl.agents.td3 import TD3Config, TD3Trainer
 from robustbench_rl.envs import make_env
 
 ENV = "Hopper-v5"

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
+from robustbench_rl.agents.oa_td3 import OATD3Config, OATD3Trainer
+from robustbench_rl.agents.registry import make_trainer
+from robustbench_rl.agents.td3 import TD3Config, TD3Trainer
 from robustbench_rl.attacks.base import check_bound
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.networks import TwinCritic
@@ -81,7 +83,7 @@ def _fixed_batch_trainer(device: torch.device, batches: list, **overrides) -> TD
     policy noise, and PGD from its FGSM start only."""
     cfg = OATD3Config(hidden=[64, 64], learning_starts=0, batch_size=128, policy_noise=0.0,
                       pgd_steps=2, pgd_restarts=1, pgd_start="fgsm", omega=0.5, **overrides)
-    trainer = TD3Trainer(cfg, "Hopper-v5", 0, 1000, device)  # same init on both: built on CPU, then moved
+    trainer = make_trainer(cfg, "Hopper-v5", 0, 1000, device)  # same init on both: built on CPU, then moved
     feed = iter([type(b)(*(t.to(device) for t in b)) for b in batches])
     trainer.buffer.sample = lambda batch_size, generator=None: next(feed)
     return trainer
@@ -92,7 +94,7 @@ def test_oa_td3_updates_on_cuda_match_cpu(overrides):
     """Eight OA-TD3 updates (critics, OA target PGD, four omega-mixed actor steps with gradient
     surgery) from the same weights on the same batches: the same losses and parameters; also with the
     OA parts on a sub-batch every other update (the cached OA actor gradient)."""
-    source = TD3Trainer(OATD3Config(hidden=[64, 64], learning_starts=1000), "Hopper-v5", 0, 1000, CPU)
+    source = make_trainer(OATD3Config(hidden=[64, 64], learning_starts=1000), "Hopper-v5", 0, 1000, CPU)
     source.advance(400)  # random-action transitions, no updates
     gen = torch.Generator().manual_seed(3)
     batches = [source.buffer.sample(128, gen) for _ in range(8)]
@@ -118,7 +120,7 @@ def test_oa_td3_updates_on_cuda_match_cpu(overrides):
 def test_oa_td3_training_on_cuda_repeats_itself(graphs):
     losses = []
     for _ in range(2):
-        trainer = TD3Trainer(OATD3Config(hidden=[32, 32], learning_starts=100, batch_size=64), "Hopper-v5", 5, 400,
+        trainer = make_trainer(OATD3Config(hidden=[32, 32], learning_starts=100, batch_size=64), "Hopper-v5", 5, 400,
                              GPU)
         if graphs:
             trainer.use_cuda_graphs()
@@ -144,7 +146,7 @@ def test_cuda_graph_updates_are_the_eager_updates(case):
     trainer's generator. 300 updates: every plan warms up, is captured and is replayed many times."""
     runs = {}
     for graphs in (False, True):
-        trainer = TD3Trainer(GRAPH_CASES[case], "Hopper-v5", 3, 400, GPU)
+        trainer = make_trainer(GRAPH_CASES[case], "Hopper-v5", 3, 400, GPU)
         if graphs:
             assert trainer.use_cuda_graphs()
         trainer.advance(400)
@@ -152,7 +154,7 @@ def test_cuda_graph_updates_are_the_eager_updates(case):
             assert all(n == trainer.graphs.warmup + 1 for n in trainer.graphs.calls.values())
             assert len(trainer.graphs.captures) == len(trainer.graphs.calls) >= 2
         state = {k: v.detach().cpu() for k, v in trainer.actor.state_dict().items()}
-        critic = trainer.critic_adv if trainer.oa else trainer.critic
+        critic = trainer.critic_adv if isinstance(trainer, OATD3Trainer) else trainer.critic
         state |= {"critic." + k: v.detach().cpu() for k, v in critic.state_dict().items()}
         runs[graphs] = (trainer.pop_metrics(), state, trainer.gen.get_state())
         trainer.close()
@@ -175,7 +177,7 @@ def test_attacked_evaluation_on_cuda_matches_cpu(tmp_path):
     from robustbench_rl.training import policy_metadata
 
     cfg = OATD3Config(hidden=[64, 64], learning_starts=200, batch_size=64)
-    trainer = TD3Trainer(cfg, "InvertedPendulum-v5", 0, 1200, CPU)
+    trainer = make_trainer(cfg, "InvertedPendulum-v5", 0, 1200, CPU)
     trainer.advance(1200)
     modules, networks, extra_t, extra_m = trainer.policy_state()
     run = RunConfig(algo="oa-td3", env="InvertedPendulum-v5", steps=1200)

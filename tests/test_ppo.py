@@ -17,8 +17,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from robustbench_rl.agents.oa_ppo import OAPPOConfig
 from robustbench_rl.agents.ppo import (
-    OAPPOConfig,
     PPOConfig,
     PPOTrainer,
     RunningMeanStd,
@@ -28,6 +28,7 @@ from robustbench_rl.agents.ppo import (
     gaussian_log_prob,
     value_loss,
 )
+from robustbench_rl.agents.registry import make_trainer
 from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 from robustbench_rl.cli import main
 from robustbench_rl.config import RunConfig
@@ -146,7 +147,7 @@ gym.register("rbrl_test/CountTrunc-v0", entry_point=CountEnv, kwargs={"terminate
 def test_rollout_stores_only_real_steps_and_bootstraps_truncation_from_the_final_obs(env_id):
     cfg = OAPPOConfig(**{**TINY_OA, "num_steps": 7, "num_minibatches": 1}, num_envs=2, norm_obs=False,
                       norm_reward=False, log_std_init=1.0, gamma=0.9)
-    trainer = PPOTrainer(cfg, env_id, seed=0, total_steps=10_000, device=CPU)
+    trainer = make_trainer(cfg, env_id, seed=0, total_steps=10_000, device=CPU)
     finished = trainer.collect_rollout()
     buf = trainer.buffer
     # Gymnasium's next-step autoreset would insert a dummy step (action ignored, reward 0) after each done.
@@ -177,7 +178,7 @@ LEDGE_KW = {"hidden": [16, 16], "log_std_init": -2.0, "learning_rate": 2e-3, "an
 
 
 def ledge_mean_action(config, steps: int, seed: int = 0) -> float:
-    trainer = PPOTrainer(config, "rbrl/Ledge-v0", seed, steps, CPU)
+    trainer = make_trainer(config, "rbrl/Ledge-v0", seed, steps, CPU)
     trainer.advance(steps)
     with torch.no_grad():
         return float(trainer.actor(torch.zeros(1, 1))[0, 0])
@@ -209,7 +210,7 @@ def save_trainer_policy(trainer: PPOTrainer, algo: str, path) -> None:
 
 
 def test_checkpoint_round_trip_applies_the_saved_obs_statistics(tmp_path):
-    trainer = PPOTrainer(OAPPOConfig(**TINY_OA), "Hopper-v5", seed=3, total_steps=128, device=CPU)
+    trainer = make_trainer(OAPPOConfig(**TINY_OA), "Hopper-v5", seed=3, total_steps=128, device=CPU)
     trainer.advance(128)
     path = tmp_path / "oa.safetensors"
     save_trainer_policy(trainer, "oa-ppo", path)
@@ -234,14 +235,14 @@ def test_oa_ppo_at_omega_1_standardises_advantages_only_when_asked(monkeypatch, 
     calls = []
     real = ppo_module.standardize
     monkeypatch.setattr(ppo_module, "standardize", lambda x: calls.append(1) or real(x))
-    trainer = PPOTrainer(OAPPOConfig(**TINY_OA, omega=1.0, norm_adv=norm_adv), "Pendulum-v1", 0, 1000, CPU)
+    trainer = make_trainer(OAPPOConfig(**TINY_OA, omega=1.0, norm_adv=norm_adv), "Pendulum-v1", 0, 1000, CPU)
     trainer.advance(64)  # one rollout and one update
     assert (len(calls) > 0) == norm_adv
 
 
 def test_same_seed_same_first_updates_and_another_seed_differs():
     def run(seed: int) -> dict[str, torch.Tensor]:
-        trainer = PPOTrainer(OAPPOConfig(**TINY_OA, num_envs=2), "Pendulum-v1", seed, 1000, CPU)
+        trainer = make_trainer(OAPPOConfig(**TINY_OA, num_envs=2), "Pendulum-v1", seed, 1000, CPU)
         trainer.advance(256)  # two rollouts and two updates
         return {**state_tensors({"a": trainer.actor, "v": trainer.value, "q": trainer.critic_adv}),
                 "obs": trainer.buffer.obs.clone()}

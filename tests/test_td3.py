@@ -13,7 +13,9 @@ import torch
 
 from robustbench_rl.agents.base import MetricSum
 from robustbench_rl.agents.buffers import ReplayBuffer, RolloutBuffer
-from robustbench_rl.agents.td3 import OATD3Config, TD3Config, TD3Trainer
+from robustbench_rl.agents.oa_td3 import OATD3Config
+from robustbench_rl.agents.registry import make_trainer
+from robustbench_rl.agents.td3 import TD3Config, TD3Trainer
 from robustbench_rl.attacks.pgd import pgd_minimize
 from robustbench_rl.config import STATE_FORMAT, RunConfig, field_docs
 from robustbench_rl.envs import ledge_reward
@@ -47,7 +49,7 @@ def worst_case_return(a: float, eps: float) -> float:
 
 
 def train_ledge(config, seed: int = 0, steps: int = LEDGE_STEPS) -> TD3Trainer:
-    trainer = TD3Trainer(config, LEDGE, seed, steps, CPU)
+    trainer = make_trainer(config, LEDGE, seed, steps, CPU)
     trainer.advance(steps)
     return trainer
 
@@ -85,7 +87,7 @@ def test_oa_td3_beats_td3_under_worst_case_push(ledge_runs):
 
 def _loss_trace(config, env_id: str, steps: int, chunk: int, seed: int = 3) -> np.ndarray:
     """Every metric, averaged per `chunk` steps: (steps / chunk, n_metrics); NaN where none yet."""
-    trainer = TD3Trainer(config, env_id, seed, steps, CPU)
+    trainer = make_trainer(config, env_id, seed, steps, CPU)
     trace = []
     for until in range(chunk, steps + 1, chunk):
         trainer.advance(until)
@@ -119,13 +121,13 @@ def test_oa_td3_same_seed_gives_identical_losses():
 def test_resume_from_saved_state_continues_exactly(config, tmp_path):
     """On Ledge (every episode is one step from the same state) a restored trainer reproduces the
     uninterrupted run bit for bit: networks, optimisers, replay buffer and RNG are all restored."""
-    ref = TD3Trainer(config, LEDGE, 0, 600, CPU)
+    ref = make_trainer(config, LEDGE, 0, 600, CPU)
     ref.advance(300)
     path = tmp_path / "state.pt"
     torch.save({"format": STATE_FORMAT, "trainer": ref.state_dict()}, path)
     rows = ref.replay.write_file(tmp_path / "replay.bin")
     ref.advance(600)
-    restored = TD3Trainer(config, LEDGE, 0, 600, CPU)
+    restored = make_trainer(config, LEDGE, 0, 600, CPU)
     restored.load_state_dict(load_state(path, CPU)["trainer"])
     restored.replay.read_file(tmp_path / "replay.bin", rows)
     restored.advance(600)
@@ -139,7 +141,7 @@ def test_checkpoint_round_trip_acts_identically(algo_cls, tmp_path):
     from robustbench_rl.checkpoint import save_checkpoint, state_tensors
 
     cfg = algo_cls(hidden=[32, 32], learning_starts=100, batch_size=32)
-    trainer = TD3Trainer(cfg, "Hopper-v5", 0, 300, CPU)
+    trainer = make_trainer(cfg, "Hopper-v5", 0, 300, CPU)
     trainer.advance(300)
     modules, networks, extra_t, extra_m = trainer.policy_state()
     run = RunConfig(algo="oa-td3" if algo_cls is OATD3Config else "td3", env="Hopper-v5", steps=300)
@@ -176,7 +178,7 @@ def test_invalid_hyperparameters_are_rejected(kw, match):
 
 def test_oa_every_k_updates_the_oa_critic_on_every_kth_batch_and_reuses_the_oa_gradient_between():
     cfg = OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, oa_every=4)
-    trainer = TD3Trainer(cfg, LEDGE, 0, 200, CPU)
+    trainer = make_trainer(cfg, LEDGE, 0, 200, CPU)
     trainer.advance(20)
     n0 = trainer.n_updates
     changed, refreshed = [], []
@@ -191,7 +193,7 @@ def test_oa_every_k_updates_the_oa_critic_on_every_kth_batch_and_reuses_the_oa_g
     assert changed == [(n0 + i) % 4 == 0 for i in range(16)]
     # The OA actor gradient is recomputed at the first actor step (every 2nd update) after an OA update.
     assert refreshed == [(n0 + i) % 4 == 1 for i in range(16)]
-    every = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, oa_every=1), LEDGE, 0, 200, CPU)
+    every = make_trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, oa_every=1), LEDGE, 0, 200, CPU)
     every.advance(20)
     fresh, actor_steps = [], []
     for _ in range(8):
@@ -206,14 +208,14 @@ def test_oa_batch_size_trains_the_oa_critic_on_the_first_rows_only():
     """Two batches equal in their first 16 rows give the OA critic the same step; the nominal critic
     sees all 64 rows."""
     cfg = OATD3Config(hidden=[16, 16], learning_starts=0, batch_size=64, oa_batch_size=16)
-    first = TD3Trainer(cfg, "Hopper-v5", 0, 100, CPU)
+    first = make_trainer(cfg, "Hopper-v5", 0, 100, CPU)
     first.advance(70)  # fills the buffer; updates run from step 1 on
     state = first.state_dict()
     batch = first.buffer.sample(64, torch.Generator().manual_seed(1))
     changed = batch._replace(rew=torch.cat([batch.rew[:16], batch.rew[16:] + 5.0]))
     trainers = []
     for b in (batch, changed):
-        t = TD3Trainer(cfg, "Hopper-v5", 0, 100, CPU)
+        t = make_trainer(cfg, "Hopper-v5", 0, 100, CPU)
         t.load_state_dict(copy.deepcopy(state))  # Adam's load_state_dict keeps the given state tensors
         t.n_updates = 0  # an OA update and no actor step
         t.buffer.sample = lambda size, gen, b=b: b
@@ -225,7 +227,7 @@ def test_oa_batch_size_trains_the_oa_critic_on_the_first_rows_only():
 
 
 def test_cuda_graphs_are_refused_on_the_cpu_with_a_clear_error():
-    trainer = TD3Trainer(TD3Config(hidden=[16, 16]), LEDGE, 0, 100, CPU)
+    trainer = make_trainer(TD3Config(hidden=[16, 16]), LEDGE, 0, 100, CPU)
     with pytest.raises(ValueError, match="CUDA graphs need the update on a CUDA device"):
         trainer.use_cuda_graphs()
 
@@ -241,12 +243,12 @@ def test_metric_sum_records_instead_of_summing_while_a_graph_is_captured():
 
 
 def test_omega_one_is_td3_actor_and_omega_zero_skips_the_nominal_gradient():
-    nominal = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, omega=1.0), LEDGE, 0, 60, CPU)
+    nominal = make_trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16, omega=1.0), LEDGE, 0, 60, CPU)
     nominal.advance(60)
     m = nominal.pop_metrics()
     assert np.isnan(m["conflict_share"]) and np.isnan(m["actor_adv_loss"])  # no OA actor gradient at omega 1
     assert np.isfinite(m["critic_adv_loss"])  # ... but the OA critic is still learned
-    mixed = TD3Trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16), LEDGE, 0, 60, CPU)
+    mixed = make_trainer(OATD3Config(hidden=[16, 16], learning_starts=20, batch_size=16), LEDGE, 0, 60, CPU)
     mixed.advance(60)
     share = mixed.pop_metrics()["conflict_share"]
     assert 0.0 <= share <= 1.0
@@ -343,7 +345,7 @@ def test_actor_gradient_equals_end_to_end_autograd(omega, oa_rows):
     # analytic action gradient pushed through the actor), over the first oa_batch_size rows when that
     # is set, and leave the critics without gradients.
     cfg = OATD3Config(hidden=[32, 32], learning_starts=0, batch_size=64, omega=omega, oa_batch_size=oa_rows)
-    trainer = TD3Trainer(cfg, "Hopper-v5", 0, 500, CPU)
+    trainer = make_trainer(cfg, "Hopper-v5", 0, 500, CPU)
     obs = torch.randn(64, 11)
     params = list(trainer.actor.parameters())
     if oa_rows:
