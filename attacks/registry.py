@@ -56,7 +56,7 @@ def make_policy_attack(
     critic_source is ``"none"`` for critic-free attacks, else ``"own"`` or ``"fitted"``. With `critic`
     ``"auto"`` the checkpoint's own critic is used when it has the one the attack needs (``"q"`` for
     min-q, ``"q_adv"`` for min-oa-q), else a critic fitted for this exact policy file (see
-    :func:`robustbench_rl.attacks.fit.get_fitted_critic`): taken from the cache under `cache_dir`
+    :func:`robustbench_rl.attacks.critic_cache.get_fitted_critic`): taken from the cache under `cache_dir`
     when present, fitted on demand otherwise (with a progress bar and a note of the cost on stderr
     when `progress`). ``"own"`` on a policy without that critic raises ValueError; ``"fitted"``
     always uses a fitted critic, for a like-for-like comparison between policies. `fit_config`
@@ -82,7 +82,8 @@ def make_policy_attack(
             )
         source, crit = "own", own[key]
     else:
-        from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic
+        from robustbench_rl.attacks.critic_cache import get_fitted_critic
+        from robustbench_rl.attacks.fit import FitConfig
 
         config = fit_config if fit_config is not None else FitConfig()
         source = "fitted"

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic, monte_carlo_returns
+from robustbench_rl.attacks.critic_cache import get_fitted_critic
+from robustbench_rl.attacks.fit import FitConfig, monte_carlo_returns
 from robustbench_rl.attacks.registry import make_policy_attack
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate

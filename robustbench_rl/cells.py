@@ -176,7 +176,8 @@ def check_critics(suite: Suite, policies: list[PolicyInfo]) -> None:
                                  f"(its critics: {have}); use critic = \"auto\" (own where present, else fitted) "
                                  "or \"fitted\"")
             if suite.critic == "fitted" or (suite.critic == "auto" and not own):
-                from robustbench_rl.attacks.fit import FitConfig, critic_cache_path
+                from robustbench_rl.attacks.critic_cache import critic_cache_path
+                from robustbench_rl.attacks.fit import FitConfig
 
                 policy = load_policy_on(info.spec, info.env_id)
                 config = FitConfig(**dict(suite.fit)) if suite.fit else FitConfig()
@@ -265,7 +266,8 @@ def _require_cached_critic(policy, cell: Cell, suite: dict) -> None:
     """A worker must find the critic the parent fitted; fitting here would repeat the work in every
     worker and, if the code changed on disk since the parent started, give different numbers."""
     from robustbench_rl.attacks.critic import CRITIC_ATTACKS, CRITIC_KIND
-    from robustbench_rl.attacks.fit import FitConfig, critic_locations
+    from robustbench_rl.attacks.critic_cache import critic_locations
+    from robustbench_rl.attacks.fit import FitConfig
 
     config = FitConfig(**dict(suite["fit"])) if suite.get("fit") else FitConfig()
     bundled, path = critic_locations(policy, CRITIC_KIND[CRITIC_ATTACKS[cell.attack]], config, suite["critic_cache"])

@@ -316,7 +316,8 @@ def fit_critic_cmd(policy_spec: str, kind: str, eps_train: float | None, steps: 
                    check_episodes: int, env_id: str | None, vecnormalize: str | None, trust_pickle: bool,
                    device_name: str) -> None:
     """Fit Q^pi or Q_adv^pi of a fixed policy by TD learning; cached, tied to the policy file's sha256."""
-    from robustbench_rl.attacks.fit import FitConfig, get_fitted_critic, monte_carlo_returns, save_critic
+    from robustbench_rl.attacks.critic_cache import get_fitted_critic, save_critic
+    from robustbench_rl.attacks.fit import FitConfig, monte_carlo_returns
     from robustbench_rl.cells import load_policy_on
 
     if out is not None and Path(out).suffix != ".safetensors":

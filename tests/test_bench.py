@@ -258,7 +258,7 @@ def test_min_q_cells_use_own_critic(tmp_path, random_checkpoint):
 
 
 def test_fitted_critic_is_fitted_once_in_the_parent(tmp_path, random_checkpoint, monkeypatch):
-    from robustbench_rl.attacks import fit
+    from robustbench_rl.attacks import critic_cache as fit  # where get_fitted_critic calls fit_critic
 
     calls = []
     real = fit.fit_critic

@@ -219,7 +219,7 @@ def test_make_policy_attack_sources_and_errors(random_checkpoint, tmp_path):
 
 
 def test_second_request_for_a_fitted_critic_is_free(random_checkpoint, tmp_path, monkeypatch):
-    import robustbench_rl.attacks.fit as fit
+    import robustbench_rl.attacks.critic_cache as fit  # where get_fitted_critic calls fit_critic
 
     policy = load_policy(str(random_checkpoint("Pendulum-v1", critics=())))
     calls = []

@@ -11,17 +11,14 @@ from click.testing import CliRunner
 from conftest import write_constant_ledge_policy, write_random_checkpoint
 from safetensors import safe_open
 
-from robustbench_rl.attacks.fit import (
-    FitConfig,
-    collect_transitions,
+from robustbench_rl.attacks.critic_cache import (
     critic_cache_path,
     default_cache_dir,
-    fit_critic,
     get_fitted_critic,
     load_critic,
-    monte_carlo_returns,
     save_critic,
 )
+from robustbench_rl.attacks.fit import FitConfig, collect_transitions, fit_critic, monte_carlo_returns
 from robustbench_rl.checkpoint import CheckpointError
 from robustbench_rl.cli import main
 from robustbench_rl.envs import LedgeEnv
@@ -98,7 +95,7 @@ def test_gathering_respects_the_budget_and_flags_only_terminations(pendulum):
 
 
 def test_cache_hit_is_free_and_one_edited_weight_invalidates_the_critic(tmp_path, monkeypatch):
-    import robustbench_rl.attacks.fit as fit
+    import robustbench_rl.attacks.critic_cache as fit  # where get_fitted_critic calls fit_critic
 
     path = write_random_checkpoint(tmp_path / "p.safetensors", env_id="Pendulum-v1", critics=(), seed=1)
     policy = load_policy(str(path))
@@ -262,7 +259,7 @@ def test_fit_config_rejects_non_finite_non_integer_and_out_of_range_values(field
 
 
 def test_an_unwritable_cache_fails_before_the_fit(tmp_path, monkeypatch, pendulum):
-    import robustbench_rl.attacks.fit as fit
+    import robustbench_rl.attacks.critic_cache as fit  # where get_fitted_critic calls fit_critic
 
     calls = []
     monkeypatch.setattr(fit, "fit_critic", lambda *a, **k: calls.append(1))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from robustbench_rl import zoo
-from robustbench_rl.attacks.fit import KINDS, FitConfig, critic_cache_path, get_fitted_critic
+from robustbench_rl.attacks.critic_cache import critic_cache_path, get_fitted_critic
+from robustbench_rl.attacks.fit import KINDS, FitConfig
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 

@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 
 from robustbench_rl import zoo
-from robustbench_rl.attacks.fit import KINDS, FitConfig, critic_cache_path, get_fitted_critic
+from robustbench_rl.attacks.critic_cache import critic_cache_path, get_fitted_critic
+from robustbench_rl.attacks.fit import KINDS, FitConfig
 from robustbench_rl.checkpoint import load_checkpoint, save_checkpoint
 from robustbench_rl.files import atomic_write_bytes, file_sha256
 from robustbench_rl.policy import load_policy
