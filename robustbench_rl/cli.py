@@ -7,7 +7,6 @@ Every expected failure (bad checkpoint, unknown env or attack, bad number) surfa
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ from robustbench_rl.threat import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 # ValueError covers CheckpointError and EnvError (robustbench_rl.errors). OSError: a file or folder
 # that cannot be read or written is the user's environment, not a bug.
@@ -143,35 +142,9 @@ def info(checkpoint: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(meta, indent=2, sort_keys=True))
         return
+    from robustbench_rl.summaries import format_metadata
+
     click.echo(format_metadata(meta))
-
-
-def format_metadata(meta: dict) -> str:
-    """Human-readable multi-line summary of checkpoint metadata."""
-    lines = [
-        f"algo:        {meta.get('algo')}",
-        f"env:         {meta.get('env_id')}  (obs {meta.get('obs_dim')}, act {meta.get('act_dim')})",
-    ]
-    if "action_low" in meta:
-        lines.append(f"env bounds:  low {meta['action_low']}  high {meta['action_high']}")
-    lines += [
-        f"seed:        {meta.get('seed')}",
-        f"steps:       {meta.get('steps')}",
-        f"created:     {meta.get('created')}",
-        f"format:      v{meta.get('format_version')}",
-        "networks:",
-    ]
-    for name, spec in meta.get("networks", {}).items():
-        rest = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "type")
-        lines.append(f"  {name:<11}{spec.get('type')} ({rest})")
-    if meta.get("obs_norm"):
-        lines.append("obs norm:    yes (running mean/var stored in the checkpoint)")
-    if meta.get("config"):
-        lines.append("config:")
-        lines += [f"  {k} = {v}" for k, v in sorted(meta["config"].items())]
-    if meta.get("versions"):
-        lines.append("versions:    " + ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items())))
-    return "\n".join(lines)
 
 
 @main.command()
@@ -250,45 +223,13 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
         act = policy.act(obs)
         grad_stats = {(policy.name, name, source): critic_gradient_stats(att.critic, obs, act)
                       for name, att, source in critic_built}
+    from robustbench_rl.summaries import format_summary
+
     click.echo(format_summary(table))
     click.echo(format_flags(sanity_flags(table, grad_stats)))
     if out:
         write_table(table, out)
         click.echo(f"wrote {len(table)} rows to {out}")
-
-
-def format_summary(table: pd.DataFrame) -> str:
-    """Mean +- std return per (attack, critic source, eps), with its change from the nominal mean and
-    that mean as % of the nominal one ("n/a" where the nominal mean is <= 0, as in the reports: a
-    ratio of negative returns reads upside down). With two or more attacks, a ``worst-case`` row per
-    eps takes each episode's lowest return over the attacks (every attack ran the same episodes)."""
-    import pandas as pd
-
-    from robustbench_rl.reports.stats import WORST, with_worst_case
-
-    nominal = table.loc[table["attack"] == "none", "return"].mean()
-    if "critic_source" not in table.columns:
-        table = table.assign(critic_source="none")
-    if table.loc[table["attack"] != "none", "attack"].nunique() > 1 and {"eval_seed", "episode"} <= set(table):
-        worst = with_worst_case(table)
-        worst = worst[worst["attack"] == WORST].assign(critic_source="none")
-        table = pd.concat([table, worst[table.columns]], ignore_index=True)
-    # enough decimals to tell rows apart whether returns are ~0.3 (Ledge) or ~3000 (Hopper)
-    scale = float(table["return"].abs().max()) if len(table) else 1.0
-    dec = int(min(4, max(1, 2 - math.floor(math.log10(scale))))) if scale > 0 else 1
-    rows = []
-    for (att, src, eps), grp in table.groupby(["attack", "critic_source", "eps"], sort=False):
-        mean, std = grp["return"].mean(), grp["return"].std(ddof=0)
-        change = f"{mean - nominal:+.{dec}f}" if pd.notna(nominal) else "n/a"
-        pct = f"{100.0 * mean / nominal:.0f}%" if pd.notna(nominal) and nominal > 0 else "n/a"
-        rows.append((att, "-" if src == "none" else src, eps, f"{mean:.{dec}f} ± {std:.{dec}f}", change, pct,
-                     len(grp)))
-    header = (f"{'attack':<10} {'critic':<7} {'eps':>6} {'return (mean ± std)':>22} {'change':>10} "
-              f"{'% nominal':>10} {'episodes':>9}")
-    body = [f"{a:<10} {c:<7} {e:>6g} {r:>22} {d:>10} {p:>10} {n:>9}" for a, c, e, r, d, p, n in rows]
-    first = table.iloc[0]
-    title = f"{first['policy']} ({first['algo']}) on {first['env_id']}"
-    return "\n".join([title, header, "-" * len(header), *body])
 
 
 @main.command("fit-critic")
@@ -432,70 +373,6 @@ def report(results: tuple[str, ...], formats: str, eps_list: list[float] | None,
     click.echo(f"wrote {len(paths)} files to {where}" + (f"; open {html[0]}" if html else ""))
 
 
-def _train_command() -> click.Command:
-    """`rbrl train`: its options are generated from RunConfig and every registered algorithm's dataclass."""
-    from robustbench_rl.config import cli_options
-
-    options, run_names, hp_names = cli_options()
-
-    @click.pass_context
-    def train(ctx: click.Context, out: str, config_file: str | None, resume: bool, progress: bool | None,
-              seeds: str | None, executor: str, workers: int | None, address: str | None, **values) -> None:
-        """Train a policy: rbrl train --algo td3 --env Pendulum-v1 --steps 20000 --out runs/pend.
-
-        Writes RUN_DIR/policy.safetensors (final), periodic checkpoints, config.toml, progress.csv and the
-        resume state. Values come from the algorithm's defaults, then --config FILE.toml, then the
-        options given here. --resume continues a killed run from its last checkpoint and refuses a
-        changed config (--steps may be raised to extend a run).
-        """
-        from robustbench_rl.config import resolve_config
-        from robustbench_rl.training import train as run_training
-
-        run_vals = {k: v for k, v in values.items() if k in run_names and v is not None}
-        hp_vals = {k: v for k, v in values.items() if k in hp_names and v is not None}
-        check_output(out, folder=True)
-        if seeds is not None:
-            _train_seeds(out, seeds, run_vals, hp_vals, config_file, resume, executor, workers, address, progress)
-            return
-        if executor != "local" or address:
-            raise click.UsageError("--executor ray and --address train several seeds: give --seeds 0,1,2")
-        run, hp = resolve_config(out, run_vals, hp_vals, config_file=config_file, resume=resume)
-        result = run_training(run, hp, out, resume=resume, progress=progress, echo=click.echo)
-        if result.already_complete:
-            click.echo(f"{out} is already complete: {result.steps} steps of {run.algo} on {run.env}; nothing to do "
-                       "(pass --resume --steps N with a larger N to extend it)")
-            click.echo(f"policy: {result.policy_path}")
-            return
-        row = result.last_row
-        msg = f"done: {result.steps} steps of {run.algo} on {run.env} in {result.wall_s:.0f} s"
-        sps = row.get("steps_per_s")
-        if sps is not None and sps == sps:  # not NaN
-            msg += f" ({sps:.0f} steps/s last interval)"
-        if result.last_eval is not None:
-            msg += f"; final eval return {result.last_eval:.2f}"
-        click.echo(msg)
-        click.echo(f"policy: {result.policy_path}")
-
-    cmd_params = [
-        click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                     help="TOML config ([run] and [hyperparameters] tables, as in a run's config.toml)."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
-        click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
-        click.option("--seeds", default=None, help="Train several seeds (e.g. 0,1,2), one run directory each: "
-                     "OUT/seed_S. Replaces --seed."),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="With --seeds: local processes, or Ray tasks (extra [ray])."),
-        click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="With --seeds: seeds trained at once (default: one per CPU core, at most one per seed)."),
-        click.option("--address", default=None, help="With --executor ray: a Ray cluster address (default: local Ray)."),
-        *options,
-    ]
-    for deco in reversed(cmd_params):
-        train = deco(train)
-    return click.command(name="train")(train)
-
-
 class LazyCommand(click.Command):
     """A command whose options are built on first use: `rbrl train`'s come from every algorithm's
     hyperparameter dataclass, which means importing the trainers (torch), and `rbrl --help` should
@@ -521,67 +398,13 @@ class LazyCommand(click.Command):
         return self.real().invoke(ctx)
 
 
-def _train_seeds(out: str, seeds: str, run_vals: dict, hp_vals: dict, config_file: str | None, resume: bool,
-                 executor: str, workers: int | None, address: str | None, progress: bool | None) -> None:
-    """Resolve one run per seed (all checks before any training), then train them on an executor,
-    with one progress bar per seed (read from each run's progress.csv while it trains elsewhere)."""
-    import sys
+def _build_train() -> click.Command:
+    from robustbench_rl.cli_train import build_train_command
 
-    from tqdm.auto import tqdm
-
-    from robustbench_rl.config import resolve_config
-    from robustbench_rl.executors import SerialExecutor, default_workers, make_executor
-    from robustbench_rl.seeds import check_seed
-    from robustbench_rl.training import logged_steps, train_task
-
-    try:
-        seed_list = sorted({check_seed(int(x), "each seed") for x in seeds.split(",") if x.strip()})
-    except ValueError as err:
-        hint = str(err) if "each seed" in str(err) else f"seeds must be comma-separated integers, got {seeds!r}"
-        raise click.BadParameter(hint, param_hint="--seeds") from None
-    if not seed_list:
-        raise click.BadParameter("give at least one seed, e.g. --seeds 0,1,2", param_hint="--seeds")
-    if "seed" in run_vals:
-        raise click.UsageError("give either --seed or --seeds, not both")
-    show = sys.stderr.isatty() if progress is None else progress
-    tasks = []
-    for seed in seed_list:
-        run_dir = str(Path(out) / f"seed_{seed}")
-        run, hp = resolve_config(run_dir, {**run_vals, "seed": seed}, hp_vals, config_file=config_file, resume=resume)
-        tasks.append((run, hp, run_dir, resume))
-    n = min(workers or default_workers(), len(tasks))
-    ex = make_executor(executor, n, threads=max(1, tasks[0][0].threads), address=address)
-    click.echo(f"training seeds {', '.join(map(str, seed_list))} of {tasks[0][0].algo} on {tasks[0][0].env} "
-               f"({type(ex).__name__}, {n} at a time)")
-    if isinstance(ex, SerialExecutor):  # each seed trains here in turn and draws its own bar
-        tasks = [(*t, show) for t in tasks]
-        bars = {}
-    else:
-        bars = {t[0].seed: tqdm(total=t[0].steps, initial=min(logged_steps(t[2]), t[0].steps), unit="step",
-                                desc=f"seed {t[0].seed}", position=i, dynamic_ncols=True, disable=not show)
-                for i, t in enumerate(tasks)}
-
-    def tick() -> None:
-        for (run, _hp, run_dir, *_), bar in zip(tasks, bars.values(), strict=True):
-            bar.update(max(0, min(logged_steps(run_dir), run.steps) - bar.n))
-
-    try:
-        for _task, summary in ex.map_unordered(train_task, tasks, tick=tick if bars and show else None):
-            if summary["seed"] in bars:
-                bar = bars[summary["seed"]]
-                bar.update(max(0, min(summary["steps"], bar.total) - bar.n))
-            if summary.get("already_complete"):
-                msg = f"seed {summary['seed']}: already complete ({summary['steps']} steps) -> {summary['policy']}"
-            else:
-                ev = "" if summary["last_eval"] is None else f", final eval return {summary['last_eval']:.2f}"
-                msg = f"seed {summary['seed']}: {summary['steps']} steps in {summary['wall_s']:.0f} s{ev} -> {summary['policy']}"
-            tqdm.write(msg, file=sys.stdout) if bars and show else click.echo(msg)
-    finally:
-        for bar in bars.values():
-            bar.close()
+    return build_train_command()
 
 
-main.add_command(LazyCommand("train", _train_command, "Train a policy (td3, oa-td3, ppo, oa-ppo) into a run directory."))
+main.add_command(LazyCommand("train", _build_train, "Train a policy (td3, oa-td3, ppo, oa-ppo) into a run directory."))
 
 
 @main.group("zoo")

@@ -93,7 +93,7 @@ def _summary_table(nominal: float, attacked: float) -> pd.DataFrame:
 
 
 def test_summary_shows_the_change_and_no_percentage_of_a_negative_nominal():
-    from robustbench_rl.cli import format_summary
+    from robustbench_rl.summaries import format_summary
 
     negative = format_summary(_summary_table(-1000.0, -1160.0))  # worse: a ratio would read 116%
     row = next(line for line in negative.splitlines() if line.startswith("random"))
@@ -105,7 +105,7 @@ def test_summary_shows_the_change_and_no_percentage_of_a_negative_nominal():
 
 
 def test_summary_adds_the_worst_case_per_episode_over_attacks():
-    from robustbench_rl.cli import format_summary
+    from robustbench_rl.summaries import format_summary
 
     rows = [("none", 0.0, [10.0, 10.0]), ("random", 0.1, [9.0, 2.0]), ("biggest", 0.1, [4.0, 8.0])]
     table = pd.DataFrame([{"policy": "p", "algo": "td3", "env_id": "Pendulum-v1", "attack": a, "critic_source": "none",
