@@ -21,17 +21,15 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
 
 
-def sanity_flags(table, manifest: dict | None = None) -> list[str] | None:
-    """Sanity flags for the results, as one-line strings; None when the checks are not installed.
+def sanity_flags(table, manifest: dict | None = None) -> list[str]:
+    """Sanity flags for the results, as one-line strings.
 
     The checks live with the attacks (robustbench_rl.attacks.sanity): a critic-free attack beating a
     critic attack (weak gradients or a weak critic), return rising with eps, and a critic whose action
     gradient is ~0 on most states (from the gradient statistics `rbrl bench` stores in its manifest).
     """
-    try:
-        from robustbench_rl.attacks import sanity
-    except ImportError:
-        return None
+    from robustbench_rl.attacks import sanity
+
     grads = {(g["policy"], g["attack"], g["critic_source"]): g for g in (manifest or {}).get("critic_gradients", [])}
     return [str(f) for f in sanity.sanity_flags(table, grads)]
 

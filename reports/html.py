@@ -42,10 +42,8 @@ def img_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def flags_html(flags: Sequence[str] | None) -> str:
-    """The sanity flags as a list; an explicit line when there are none or when the check is missing."""
-    if flags is None:
-        return '<p class="warn">Sanity checks unavailable (robustbench_rl.attacks.sanity is not installed).</p>'
+def flags_html(flags: Sequence[str]) -> str:
+    """The sanity flags as a list; an explicit line when there are none."""
     if not flags:
         return '<p class="ok">No sanity flags: no critic-free attack beat a critic attack, no return rose with ε.</p>'
     items = "".join(f"<li>{escape(f)}</li>" for f in flags)
@@ -76,7 +74,7 @@ def meta_html(manifest: dict | None) -> str:
     return f'<table class="meta">{body}</table>'
 
 
-def render_html(title: str, sections: Sequence[Section], *, flags: Sequence[str] | None = None,
+def render_html(title: str, sections: Sequence[Section], *, flags: Sequence[str] = (),
                 manifests: Sequence[tuple[str, dict | None]] = (), note: str | None = None) -> str:
     """The whole report page as one string: `manifests` holds (input, bench manifest or None) for each
     pooled input; `note` is a warning shown under the title."""

@@ -114,10 +114,8 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
 
 def critic_attack_names() -> set[str]:
     """Attacks whose numbers depend on the critic and PGD settings (those settings enter their key)."""
-    try:
-        from robustbench_rl.attacks.critic import CRITIC_ATTACKS
-    except ModuleNotFoundError:
-        return set()
+    from robustbench_rl.attacks.critic import CRITIC_ATTACKS
+
     return set(CRITIC_ATTACKS)
 
 
@@ -207,15 +205,8 @@ _POLICY_CACHE: dict[tuple[str, str], Any] = {}
 
 def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = False):
     """(attack, critic_source) for a policy; critics come from make_policy_attack (fitted ones cached)."""
-    from robustbench_rl.attacks.registry import make_attack
+    from robustbench_rl.attacks.registry import make_policy_attack
 
-    try:
-        from robustbench_rl.attacks.registry import make_policy_attack
-    except ModuleNotFoundError as err:  # critic attacks not installed: only critic-free attacks exist
-        if err.name != "robustbench_rl.attacks.critic":
-            raise
-        attack = make_attack(name)
-        return attack, "none"
     kw = {}
     if suite.get("fit"):
         from robustbench_rl.attacks.fit import FitConfig

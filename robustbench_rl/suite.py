@@ -242,10 +242,8 @@ def _parse_fit(raw: Any, where: str) -> tuple[tuple[str, Any], ...]:
         _fail(where, f"fit must be a table ([fit] with FitConfig fields), got {raw!r}")
     if not raw:
         return ()
-    try:
-        from robustbench_rl.attacks.fit import FitConfig
-    except ModuleNotFoundError:
-        _fail(where, "[fit] needs robustbench_rl.attacks.fit (fitted critics), which is not installed")
+    from robustbench_rl.attacks.fit import FitConfig
+
     known = set(FitConfig.__dataclass_fields__)
     bad = sorted(set(raw) - known)
     if bad:
