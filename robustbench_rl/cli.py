@@ -22,8 +22,10 @@ from robustbench_rl.threat import (
     DEFAULT_PGD_START,
     DEFAULT_PGD_STEPS,
     PGD_STARTS,
+    STANDARD,
     ThreatModelViolation,
     check_eps,
+    standard_label,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +75,12 @@ def parse_eps_list(ctx: click.Context | None, param: click.Parameter | None, val
 
 def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
     """'random,biggest', 'all' or e.g. 'all,min-q' -> registered attack names, each once (without 'none',
-    which always runs)."""
+    which always runs). 'standard' is the standard attack set alone (robustbench_rl.threat.STANDARD),
+    noted in ctx.meta for the command to fix its settings."""
+    if value.strip() == "standard":
+        if ctx is not None:
+            ctx.meta["standard"] = True
+        return list(STANDARD["attacks"])
     from robustbench_rl.attacks.registry import list_attacks
 
     known = list_attacks()
@@ -81,8 +88,10 @@ def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, 
     for n in (n.strip() for n in value.split(",")):
         if not n:
             continue
+        if n == "standard":
+            raise click.BadParameter("'standard' is a whole attack set: give --attack standard alone")
         if n not in known and n != "all":
-            raise click.BadParameter(f"unknown attack {n!r}; known attacks: {', '.join(known)}, or 'all'")
+            raise click.BadParameter(f"unknown attack {n!r}; known attacks: {', '.join(known)}, 'all' or 'standard'")
         names += [k for k in known if k != "none"] if n == "all" else [n]
     out = [n for n in dict.fromkeys(names) if n != "none"]
     if not out and "none" not in names:
@@ -152,8 +161,9 @@ def info(checkpoint: str, as_json: bool) -> None:
 @click.option("--eps", "eps_list", default="0.05,0.1,0.2", show_default=True, callback=parse_eps_list,
               help="Comma-separated budgets in normalised action units (0..2).")
 @click.option("--attack", "attacks", default="random,biggest", show_default=True, callback=parse_attack_list,
-              help="Comma-separated attack names, or 'all' (random, biggest, min-q, min-oa-q). The nominal "
-                   "policy is always evaluated too.")
+              help="Comma-separated attack names, 'all' (random, biggest, min-q, min-oa-q), or 'standard': "
+                   "the versioned standard set behind a headline number (all four, on fitted critics, default "
+                   "PGD; its settings cannot be changed). The nominal policy is always evaluated too.")
 @click.option("--critic", "critic_source", type=click.Choice(["auto", "own", "fitted"]), default="auto",
               show_default=True, help="Critic for min-q / min-oa-q: the checkpoint's own, one fitted for this "
               "policy (cached), or auto (own when the checkpoint has it, else fitted).")
@@ -179,7 +189,8 @@ def info(checkpoint: str, as_json: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the tidy per-episode rows (.csv or .parquet).")
 @sb3_options
 @device_option
-def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
+@click.pass_context
+def attack(ctx: click.Context, policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
            pgd_start: str, restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
            seed: int, num_envs: int, env_id: str | None, out: str | None, vecnormalize: str | None,
            trust_pickle: bool, device_name: str) -> None:
@@ -201,6 +212,16 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
 
     if out is not None and Path(out).suffix not in (".csv", ".parquet"):
         raise click.BadParameter("use a .csv or .parquet file name", param_hint="--out")
+    if ctx.meta.get("standard"):
+        flags = {"critic_source": "--critic", "pgd_steps": "--pgd-steps", "pgd_start": "--pgd-start",
+                 "restarts": "--restarts", "fit_steps": "--fit-steps", "eps_train": "--eps-train"}
+        given = [flag for name, flag in flags.items()
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--attack standard fixes its settings; drop {', '.join(given)} "
+                                   "(or use --attack all to choose them)")
+        critic_source, pgd_steps, restarts, pgd_start = (STANDARD["critic"], STANDARD["pgd_steps"],
+                                                         STANDARD["pgd_restarts"], STANDARD["pgd_start"])
     check_output(out, folder=False)
     device = cli_device(device_name)
     policy = load_policy_on(policy_spec, env_id, device=device, vecnormalize=vecnormalize,
@@ -226,6 +247,8 @@ def attack(policy_spec: str, eps_list: list[float], attacks: list[str], critic_s
     from robustbench_rl.summaries import format_summary
 
     click.echo(format_summary(table))
+    if ctx.meta.get("standard"):
+        click.echo(standard_label() + "; the worst-case rows are its headline numbers")
     click.echo(format_flags(sanity_flags(table, grad_stats)))
     if out:
         write_table(table, out)

@@ -39,6 +39,22 @@ measured, at about 55% of its cost: a second start beats more steps (BENCHMARKS.
 gradient evaluation")."""
 
 
+STANDARD_VERSION = 1
+STANDARD = {"attacks": ("random", "biggest", "min-q", "min-oa-q"), "critic": "fitted",
+            "pgd_steps": DEFAULT_PGD_STEPS, "pgd_restarts": DEFAULT_PGD_RESTARTS, "pgd_start": DEFAULT_PGD_START}
+"""The standard attack set (version STANDARD_VERSION): the attacks and settings behind a headline
+robustness number, the per-episode worst case over these attacks. Critic attacks use critics fitted
+to each policy at the default fit budget, so that every policy is attacked the same way, whatever its
+algorithm. These values never change within a version; a new set gets a new version number."""
+
+
+def standard_label() -> str:
+    """One line naming the standard attack set and its settings, for tables and reports."""
+    s = STANDARD
+    return (f"standard attack set v{STANDARD_VERSION}: {', '.join(s['attacks'])}; critic attacks on fitted "
+            f"critics, PGD {s['pgd_steps']} steps x {s['pgd_restarts']} starts ({s['pgd_start']})")
+
+
 class ThreatModelViolation(AssertionError):
     """An attack returned an action outside the eps box or outside [-1, 1]: a bug, never a result."""
 

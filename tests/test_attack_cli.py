@@ -139,6 +139,21 @@ if "rbrl_test/LowLedge-v0" not in gym.registry:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_the_standard_attack_set_runs_every_attack_on_fitted_critics(ledge_td3_policy, tmp_path):
+    from robustbench_rl.threat import STANDARD, STANDARD_VERSION
+
+    out = tmp_path / "rows.csv"
+    res = CliRunner().invoke(main, ["attack", "--policy", str(ledge_td3_policy), "--eps", "0.1,0.2", "--attack",
+                                    "standard", "--episodes", str(EPISODES), "--num-envs", "2", "--cache-dir",
+                                    str(tmp_path / "cache"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    output, table = res.output, pd.read_csv(out)
+    check_schema(table, {"none": "none", "random": "none", "biggest": "none", "min-q": "fitted", "min-oa-q": "fitted"})
+    assert f"standard attack set v{STANDARD_VERSION}: {', '.join(STANDARD['attacks'])}" in output
+    assert any(line.startswith("worst-case") for line in output.splitlines())
+
+
 def test_a_fitted_critic_is_fitted_on_the_env_the_policy_is_attacked_on(tmp_path):
     policy = write_constant_ledge_policy(tmp_path / "ledge.safetensors", 0.45)
     cache = tmp_path / "cache"

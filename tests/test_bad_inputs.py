@@ -170,6 +170,10 @@ CASES = [
     ("bench-out-not-empty", ["bench", "{W}/suites/good.toml", "--out", "{W}/busy"], "not empty and holds no bench run"),
     ("bench-resume-nothing", ["bench", "{W}/suites/good.toml", "--out", "{W}/b", "--resume"], "holds no bench run"),
     # report
+    ("attack-standard-with-settings", ["attack", "--policy", "{pend}", "--attack", "standard", "--critic", "own"],
+     "--attack standard fixes its settings; drop --critic"),
+    ("attack-standard-among-others", ["attack", "--policy", "{pend}", "--attack", "standard,random"],
+     "'standard' is a whole attack set"),
     ("report-missing", ["report", "{W}/nope.csv"], "does not exist"),
     ("report-nan-returns", ["report", "{W}/nan.csv"], "non-finite return"),
     ("report-eps-absent", ["report", "{W}/good.csv", "--eps", "0.7"], "eps 0.7 is not in the results"),
