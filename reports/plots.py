@@ -13,10 +13,6 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: never needs a display
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

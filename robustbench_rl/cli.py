@@ -387,6 +387,9 @@ def report(results: tuple[str, ...], formats: str, eps_list: list[float] | None,
 
     Several RESULTS are pooled into one report, e.g. `rbrl report td3.csv oa-td3.csv` compares two
     policies attacked by separate `rbrl attack` runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # the report writes files and never opens a window, display or not
     from robustbench_rl.reports import make_report
 
     fmts = [f.strip() for f in formats.split(",") if f.strip()]

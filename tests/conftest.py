@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # files only, as `rbrl report` draws: no window, display or not
+
 import pytest
 import torch
 

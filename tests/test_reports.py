@@ -1,6 +1,6 @@
 """Tables and plots from a small synthetic results table: the files exist and show the table's numbers.
 
-robustbench_rl.reports.plots selects matplotlib's Agg backend on import (files only, no display).
+The tests draw with matplotlib's Agg backend (conftest.py), as `rbrl report` does.
 """
 
 from __future__ import annotations
@@ -256,3 +256,13 @@ def test_training_curves_say_which_return_they_show(tmp_path):
     assert ax.get_ylabel() == "training episode return (with exploration)"
     assert any("no evaluation return logged" in t.get_text() for t in ax.texts)
     plt.close("all")
+
+
+def test_importing_the_plots_leaves_the_callers_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import robustbench_rl.reports.plots; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "svg"

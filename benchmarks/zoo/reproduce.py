@@ -18,6 +18,9 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # figures go to files
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
