@@ -6,15 +6,9 @@ import torch
 from torch import Tensor
 
 from robustbench_rl.attacks.base import apply_delta, register_attack
+from robustbench_rl.threat import NominalAttack
 
-
-@register_attack("none", "no perturbation (nominal)")
-class NoAttack:
-    name = "none"
-    needs_critic = None
-
-    def perturb(self, obs: Tensor, act: Tensor, eps: float, generator: torch.Generator | None = None) -> Tensor:
-        return act.clone()
+register_attack("none", "no perturbation (nominal)")(NominalAttack)
 
 
 @register_attack("random", "delta ~ U([-eps, eps]^d), i.i.d. each step")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from robustbench_rl.envs import make_env
 from robustbench_rl.policy import Policy, check_env_compat, resolve_env_id
 from robustbench_rl.seeds import MAX_SEED, check_seed
-from robustbench_rl.threat import Attack, check_bound, check_eps
+from robustbench_rl.threat import Attack, NominalAttack, check_bound, check_eps
 
 EPISODES_PER_SEED = 2**20
 """Most episodes one eval seed can run: episode seeds of eval seed s fill [s * 2**20, (s + 1) * 2**20)."""
@@ -81,16 +81,6 @@ NOMINAL = "none"
 """The attack name of the unperturbed policy, which evaluate runs for ``attack=None``."""
 
 
-class _Nominal:
-    """The unperturbed policy's executed action (the registered ``none`` attack, without the registry)."""
-
-    name = NOMINAL
-    needs_critic = None
-
-    def perturb(self, obs, act, eps, generator=None):
-        return act
-
-
 def evaluate(
     policy: Policy,
     attack: Attack | None,
@@ -126,7 +116,7 @@ def evaluate(
     env_id = resolve_env_id(policy, env_id)
     check_env_compat(policy, env_id)
     if attack is None or attack == NOMINAL:
-        attack = _Nominal()
+        attack = NominalAttack()
     elif isinstance(attack, str):
         raise TypeError(f"evaluate takes an attack object, not the name {attack!r}: build it with "
                         f"robustbench_rl.attacks.make_attack({attack!r}) (None or 'none' is the nominal policy)")

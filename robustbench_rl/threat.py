@@ -93,6 +93,17 @@ def check_bound(act: Tensor, perturbed: Tensor, eps: float) -> None:
         raise ThreatModelViolation("attack returned an action outside [-1, 1]")
 
 
+class NominalAttack:
+    """No perturbation: the policy's own action (the attack ``none``; :func:`robustbench_rl.rollout.evaluate`
+    runs it for ``attack=None``)."""
+
+    name = "none"
+    needs_critic = None
+
+    def perturb(self, obs: Tensor, act: Tensor, eps: float, generator: torch.Generator | None = None) -> Tensor:
+        return act.clone()
+
+
 @runtime_checkable
 class Attack(Protocol):
     """A bounded action perturbation: ``perturb(obs, act, eps, generator)`` -> a~, all (B, d) tensors.

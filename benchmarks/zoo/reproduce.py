@@ -96,7 +96,7 @@ def claims_table(claims: list[Claim]) -> list[str]:
     return lines
 
 
-def cost_table() -> tuple[list[str], list[Claim]]:
+def cost_table() -> list[str]:
     """(f): training wall time per env step, OA vs baseline, from the zoo manifest."""
     rows = []
     for e in zoo.read_manifest()["policies"].values():
@@ -121,7 +121,7 @@ def cost_table() -> tuple[list[str], list[Claim]]:
             ratio = f"{v.mean() / per.get_group(base).mean():.1f}x" if base in per.groups else ""
             note = " (oa_batch_size 64)" if algo == "oa-td3" and (d.loc[d["algo"] == algo, "oa_batch_size"] == 64).any() else ""
             lines.append(f"| {env} | {algo}{note} | {len(v)} | {v.mean():.2f} ({v.min():.2f}-{v.max():.2f}) | {ratio} |")
-    return lines, []
+    return lines
 
 
 def eps_train_table(summary: pd.DataFrame) -> list[str]:
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         *claims_table(claims),
         "",
     ]
-    cost, _ = cost_table()
+    cost = cost_table()
     lines += ["(f) Training cost per env step, OA vs baseline, as measured while training the zoo (two runs",
               "at once on 2 cores with other work alongside, so the absolute times are upper bounds; the",
               "ratios compare runs trained under the same conditions):", "", *cost, ""]
