@@ -12,7 +12,9 @@ and the policy's advantage mixes GAE's with the OA advantage
     A = omega norm(A_gae) + (1 - omega) norm(A_adv)
 
 The min around the sampled action is what makes the current step robust (a baseline alone does not
-change the policy gradient). Both minima of A_adv are one batched call of the shared PGD engine.
+change the policy gradient). Every min_d is the shared OA inner minimisation
+(:func:`robustbench_rl.attacks.pgd.worst_case`: PGD from a random start, the clean action always a
+candidate), and both minima of A_adv are one batched call of it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from robustbench_rl.agents.base import register_algo, soft_update
 from robustbench_rl.agents.buffers import ReplayBuffer
 from robustbench_rl.agents.ppo import PPOConfig, PPOTrainer, standardize
 from robustbench_rl.attacks.base import check_eps
-from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.attacks.pgd import worst_case
 from robustbench_rl.networks import TwinCritic
 
 
@@ -125,8 +127,7 @@ class OAPPOTrainer(PPOTrainer):
             next_act = self.actor(next_obs).clamp(-1.0, 1.0)
 
         q_adv_target = self.critic_adv_target.action_objective(next_obs)  # a -> min_i Q_adv'_i(s', a)
-        _, q_worst = pgd_minimize(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, generator=self.gen,
-                                  return_value=True)
+        _, q_worst = worst_case(q_adv_target, next_act, cfg.eps_train, cfg.pgd_steps, generator=self.gen)
         with torch.no_grad():
             y = self.scale_reward(b.rew) + cfg.gamma * (1.0 - b.done) * q_worst
             self.metrics.add("pgd_q_drop", (q_adv_target(next_act) - q_worst).mean())
@@ -150,8 +151,8 @@ class OAPPOTrainer(PPOTrainer):
             mean_act = self.actor(obs).clamp(-1.0, 1.0)
         q_obs = self.normalize(raw_obs).repeat(2, 1)
         start = torch.cat([act.clamp(-1.0, 1.0), mean_act])
-        _, worst = pgd_minimize(self.critic_adv.action_objective(q_obs), start, self.config.eps_train,
-                                self.config.pgd_steps, generator=self.gen, return_value=True)
+        _, worst = worst_case(self.critic_adv.action_objective(q_obs), start, self.config.eps_train,
+                              self.config.pgd_steps, generator=self.gen)
         return (worst[:n] - worst[n:]).detach()
 
     def _modules(self) -> dict[str, nn.Module]:

@@ -29,7 +29,7 @@ from robustbench_rl.agents.buffers import Batch
 from robustbench_rl.agents.surgery import project_conflicting
 from robustbench_rl.agents.td3 import TD3Config, TD3Trainer, UpdatePlan
 from robustbench_rl.attacks.base import check_eps
-from robustbench_rl.attacks.pgd import PGD_STARTS, pgd_minimize
+from robustbench_rl.attacks.pgd import PGD_STARTS, worst_case
 from robustbench_rl.networks import TwinCritic
 
 PGD_METRIC_EVERY = 4
@@ -117,9 +117,8 @@ class OATD3Trainer(TD3Trainer):
         n = self.oa_rows(cfg.batch_size)  # the OA rows: the batch's first n, a uniform sub-sample
         oa, oa_next_act = type(b)(*(t[:n] for t in b)), next_act[:n]
         q_adv_target = self.critic_adv_target.action_objective(oa.next_obs)  # a -> min_i Q_adv'_i(s', a)
-        _, q_worst = pgd_minimize(q_adv_target, oa_next_act, cfg.eps_train, cfg.pgd_steps,
-                                  restarts=cfg.pgd_restarts, generator=self.gen, return_value=True,
-                                  start=cfg.pgd_start)
+        _, q_worst = worst_case(q_adv_target, oa_next_act, cfg.eps_train, cfg.pgd_steps,
+                                restarts=cfg.pgd_restarts, start=cfg.pgd_start, generator=self.gen)
         y_adv = oa.rew + cfg.gamma * (1.0 - oa.done) * q_worst
         qa1_pred, qa2_pred = self.critic_adv(oa.obs, oa.act)
         critic_adv_loss = F.mse_loss(qa1_pred, y_adv) + F.mse_loss(qa2_pred, y_adv)
@@ -146,8 +145,8 @@ class OATD3Trainer(TD3Trainer):
             # graph would cost the full batch.
             act_oa = act if n == len(obs) else self.actor(obs[:n])
             q_adv = self.critic_adv.action_objective(obs[:n], heads=("q1",))
-            worst = pgd_minimize(q_adv, act_oa.detach(), self.config.eps_train, self.config.pgd_steps,
-                                 generator=self.gen, restarts=self.config.pgd_restarts, start=self.config.pgd_start)
+            worst, _ = worst_case(q_adv, act_oa.detach(), self.config.eps_train, self.config.pgd_steps,
+                                  restarts=self.config.pgd_restarts, start=self.config.pgd_start, generator=self.gen)
             q_worst, dq_worst = q_adv.value_and_grad(worst)
             self.metrics.add("actor_adv_loss", -q_worst.mean())
             self.g_adv.copy_(flat_grad(act_oa, params, (-1.0 / n) * dq_worst, retain_graph=omega > 0 and n == len(obs)))

@@ -112,6 +112,35 @@ def pgd_minimize(
     return (best_x, best_v) if return_value else best_x
 
 
+def worst_case(
+    f: Callable[[Tensor], Tensor],
+    a: Tensor,
+    eps: float,
+    steps: int,
+    *,
+    restarts: int = 1,
+    start: str = "random",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The OA inner minimisation: (a~, f(a~)) with a~ the best point PGD finds in the feasible set
+    around `a`, the clean action `a` always among the candidates.
+
+    The one function behind every optimal-adversary target: OA-TD3's critic target and actor
+    gradient, OA-PPO's critic target and A_adv, and the fitted Q_adv^pi. With the clean action a
+    candidate, the inner minimum is never above f(a), whatever the start: a search that finds nothing
+    better than the unperturbed action returns it rather than a worse random point. With
+    ``start="fgsm"`` or ``"screen"`` :func:`pgd_minimize` already scores `a`, and the result is its own,
+    bit for bit; a ``"random"`` start costs one extra call of f.
+    """
+    x, v = pgd_minimize(f, a, eps, steps, restarts=restarts, generator=generator, return_value=True, start=start)
+    if start != "random" or eps == 0:
+        return x, v
+    with torch.no_grad():
+        clean = a.detach()
+        best_x, best_v = _better(clean, torch.full_like(v, float("inf")), clean, f(clean))
+        return _better(best_x, best_v, x, v)  # ties keep the clean action, as pgd_minimize's own order does
+
+
 def _screened_starts(f: Callable[[Tensor], Tensor], a: Tensor, lo: Tensor, hi: Tensor, eps: float, keep: int,
                      samples: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor, list[Tensor]]:
     """Score the screening candidates of every row and return (best point, its value, the `keep` best

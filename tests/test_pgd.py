@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustbench_rl.attacks.pgd import feasible_box, pgd_minimize
+from robustbench_rl.attacks.pgd import feasible_box, pgd_minimize, worst_case
 from robustbench_rl.networks import TwinCritic
 
 
@@ -261,3 +261,26 @@ def test_screened_start_is_never_worse_than_its_candidates_and_stays_in_the_box(
     serial = pgd_minimize(UntiledObjective(objective), a, 0.3, 3, restarts=2, start="screen", return_value=True,
                           generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close((x, v), serial, rtol=1e-5, atol=1e-6)
+
+
+def test_worst_case_never_exceeds_the_clean_value_and_matches_pgd_where_pgd_scores_the_clean_action():
+    """The OA inner minimisation: a random start that finds nothing better keeps the clean action; with
+    the fgsm start (OA-TD3's default) it is pgd_minimize's own result, bit for bit."""
+    critic = random_critic(3, 2, seed=4)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(512, 3, generator=g)
+    a = torch.rand(512, 2, generator=g) * 2 - 1
+    f = critic.action_objective(obs)
+    clean = f(a)
+    # One random start and no steps: a random point of the box, above the clean value in many rows.
+    x_pgd, v_pgd = pgd_minimize(f, a, 0.3, 0, generator=torch.Generator().manual_seed(1), return_value=True)
+    assert (v_pgd > clean).float().mean() > 0.2  # the case worst_case exists for
+    x, v = worst_case(f, a, 0.3, 0, generator=torch.Generator().manual_seed(1))
+    assert torch.all(v <= clean) and torch.all(v <= v_pgd)
+    kept = v_pgd > clean
+    assert torch.equal(x[kept], a[kept]) and torch.equal(x[~kept], x_pgd[~kept])
+    assert torch.allclose(f(x), v)
+    x_f, v_f = pgd_minimize(f, a, 0.3, 2, restarts=2, start="fgsm", generator=torch.Generator().manual_seed(2),
+                            return_value=True)
+    x_w, v_w = worst_case(f, a, 0.3, 2, restarts=2, start="fgsm", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(x_f, x_w) and torch.equal(v_f, v_w)
