@@ -86,7 +86,7 @@ def test_renamed_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
     assert not flag.exists()
     torch_pickle = tmp_path / "torch.safetensors"
     torch.save({"actor.net.0.weight": torch.zeros(2)}, torch_pickle)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"not a valid safetensors checkpoint.*never pickles"):
         load_policy(str(torch_pickle))
 
 
@@ -146,7 +146,7 @@ def test_save_is_atomic_no_partial_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ck.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         write_random_checkpoint(path, seed=1)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.safetensors"]

@@ -284,13 +284,28 @@ def test_checkpoints_without_a_checksum_load_to_the_same_tensors(tmp_path):
 
 
 def test_checksum_does_not_depend_on_file_layout_and_resaving_replaces_it(tmp_path):
-    tensors, meta = load_checkpoint(write_random_checkpoint(tmp_path / "p.safetensors", hidden=(4,)))
-    reordered = dict(reversed(list(tensors.items())))
-    load_policy(str(_rewrite(tmp_path / "reordered.safetensors", reordered, meta)))  # same tensors, other layout
+    original = write_random_checkpoint(tmp_path / "p.safetensors", hidden=(4,))
+    tensors, meta = load_checkpoint(original)
+    # safetensors sorts what it saves, so lay the data out by hand: the same tensors in reverse order
+    header, data = _split(original.read_bytes())
+    names = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+    chunks, offset = [], 0
+    for name in reversed(names):
+        lo, hi = header[name]["data_offsets"]
+        chunks.append(data[lo:hi])
+        header[name]["data_offsets"] = [offset, offset + hi - lo]
+        offset += hi - lo
+    path = tmp_path / "reordered.safetensors"
+    path.write_bytes(_join(header, b"".join(chunks)))
+    assert _split(path.read_bytes())[1] != data  # the layout really differs
+    obs, act = torch.randn(8, 3), torch.rand(8, 1) * 2 - 1
+    same, ref = load_policy(str(path)), load_policy(str(original))
+    assert torch.equal(same.act(obs), ref.act(obs)) and torch.equal(same.critics["q"](obs, act), ref.critics["q"](obs, act))
     changed = {k: v * 0 if k.startswith("critic.") else v for k, v in tensors.items()}
     path = save_checkpoint(tmp_path / "changed.safetensors", changed, meta)  # meta still holds the old checksum
     assert read_metadata(path)[CHECKSUM_KEY] == tensor_checksum(changed) != meta[CHECKSUM_KEY]
-    load_policy(str(path))
+    resaved = load_policy(str(path))  # loads with the new weights, the zeroed critic among them
+    assert torch.equal(resaved.critics["q"](obs, act), torch.zeros(8)) and torch.equal(resaved.act(obs), ref.act(obs))
 
 
 def test_state_tensors_round_trip_bit_for_bit(tmp_path):

@@ -58,7 +58,7 @@ def test_bad_input_is_one_line_error(random_checkpoint, tmp_path, args, message)
     assert res.exit_code != 0
     assert message in res.output
     assert "Traceback" not in res.output
-    assert not out.exists()  # nothing half-written
+    assert not out.exists() and not Path("res.txt").exists()  # nothing half-written (cwd: the test's own folder)
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path):
@@ -81,7 +81,8 @@ def test_real_subprocess(random_checkpoint, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "biggest" in proc.stdout
-    assert len(pd.read_parquet(out)) >= 2 * 3
+    df = pd.read_parquet(out)
+    assert len(df) == 2 * 3 and set(df["attack"]) == {"none", "random", "biggest"}  # nominal + 2 attacks, 2 episodes
     bad = subprocess.run([exe, "attack", "--policy", str(tmp_path / "x.safetensors")], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.strip().startswith("Error: checkpoint not found")
 

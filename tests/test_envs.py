@@ -18,13 +18,16 @@ def test_agent_acts_in_unit_box_and_env_sees_its_own_bounds(env_id):
     try:
         assert np.all(env.action_space.low == -1.0) and np.all(env.action_space.high == 1.0)
         inner = env.unwrapped.action_space
-        if isinstance(env, gym.wrappers.RescaleAction):
+        own_unit_box = bool(np.all(inner.low == -1.0) and np.all(inner.high == 1.0))
+        assert isinstance(env, gym.wrappers.RescaleAction) != own_unit_box  # rescaled exactly when needed
+        if not own_unit_box:
             # -1 and +1 map exactly onto the env's own bounds, 0 onto the midpoint
             for a, want in ((-1.0, inner.low), (1.0, inner.high), (0.0, (inner.low + inner.high) / 2)):
                 got = env.action(np.full(inner.shape, a, dtype=np.float32))
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
         env.reset(seed=0)
-        env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        obs, reward, *_ = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        assert obs.shape == env.observation_space.shape and np.isfinite(reward)
     finally:
         env.close()
 
@@ -61,6 +64,7 @@ def test_module_colon_env_syntax_imports_and_registers(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     env = make_env("my_custom_envs:MyLedge-v0")
+    assert env.spec.id == "MyLedge-v0" and env.spec.max_episode_steps == 1  # the module's own registration
     assert env.action_space.shape == (1,)
     env.close()
 
@@ -72,7 +76,7 @@ def test_make_vec_env_steps_num_envs_copies():
     _, rew, *_ = venv.step(np.zeros((3, 1), dtype=np.float32))
     assert rew.shape == (3,)
     venv.close()
-    with pytest.raises(EnvError):
+    with pytest.raises(EnvError, match="num_envs must be >= 1, got 0"):
         make_vec_env("Pendulum-v1", num_envs=0)
 
 

@@ -130,7 +130,9 @@ def test_cache_hit_is_free_and_one_edited_weight_invalidates_the_critic(tmp_path
     damaged = critic_cache_path(edited, "q", TINY, cache)
     damaged.write_bytes(damaged.read_bytes()[:100])
     again = get_fitted_critic(edited, "q", config=TINY, cache_dir=cache)
-    assert len(calls) == 4 and load_critic(damaged, edited, "q") is not None and again.path == damaged
+    assert len(calls) == 4 and again.path == damaged and not again.cached
+    obs, act = torch.randn(8, 3), torch.rand(8, 1) * 2 - 1
+    assert torch.equal(load_critic(damaged, edited, "q")(obs, act), again(obs, act))  # the refit was saved there
 
 
 def test_critic_file_is_safetensors_tied_to_the_policy_hash(tmp_path, pendulum):
@@ -161,9 +163,9 @@ def test_critic_file_is_safetensors_tied_to_the_policy_hash(tmp_path, pendulum):
 
 
 def test_bad_settings_and_policies_without_files_are_clear_errors(pendulum):
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ValueError, match=r"invalid fitting setting gamma=1\.0"):
         FitConfig(gamma=1.0)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ValueError, match="invalid fitting setting steps=0"):
         FitConfig(steps=0)
     with pytest.raises(ValueError, match="critic kind"):
         fit_critic(pendulum, "v", TINY)
@@ -198,14 +200,21 @@ def test_fit_critic_cli_fits_once_then_reads_the_cache(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "critics").rglob("q-*.safetensors"))) == 1
     second = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "copy.safetensors")])
     assert second.exit_code == 0 and "(cached;" in second.output
-    assert load_critic(tmp_path / "copy.safetensors", load_policy(str(policy)), "q") is not None
+    (cached,) = (tmp_path / "cache" / "critics").rglob("q-*.safetensors")
+    loaded = load_policy(str(policy))
+    obs, act = torch.randn(8, 3), torch.rand(8, 1) * 2 - 1
+    copy = load_critic(tmp_path / "copy.safetensors", loaded, "q")
+    assert torch.equal(copy(obs, act), load_critic(cached, loaded, "q")(obs, act))  # --out copies the cached critic
     oa = CliRunner().invoke(main, ["fit-critic", "--policy", str(policy), "--kind", "oa-q", "--eps-train", "0.2",
                                    "--steps", "50", "--transitions", "200"])
     assert oa.exit_code == 0, oa.output
+    (oa_file,) = (tmp_path / "cache" / "critics").rglob("oa-q-*.safetensors")
+    assert load_critic(oa_file, loaded, "oa-q").meta["fit"]["eps_train"] == 0.2
     bad = CliRunner().invoke(main, ["fit-critic", "--policy", str(tmp_path / "nope.safetensors")])
     assert bad.exit_code != 0 and bad.output.startswith("Error:") and "Traceback" not in bad.output
+    assert "checkpoint not found" in bad.output
     bad = CliRunner().invoke(main, ["fit-critic", "--policy", str(policy), "--kind", "v"])
-    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert bad.exit_code != 0 and "'v' is not one of" in bad.output and "Traceback" not in bad.output
 
 
 class _LowLedge(LedgeEnv):
@@ -233,7 +242,8 @@ def test_fit_critic_cli_fits_on_the_env_given_and_keys_the_cache_by_it(tmp_path,
     # the transitions came from the env asked for: past LowLedge's cliff, the policy's actions mostly earn -1
     assert low_meta["stats"]["behaviour_return_mean"] < 0 < own_meta["stats"]["behaviour_return_mean"]
     loaded = load_policy(str(policy))
-    assert load_critic(tmp_path / "low.safetensors", loaded, "q", env_id="rbrl_test/LowLedge-v0") is not None
+    low_critic = load_critic(tmp_path / "low.safetensors", loaded, "q", env_id="rbrl_test/LowLedge-v0")
+    assert low_critic.kind == "q" and low_critic.path == tmp_path / "low.safetensors"
     with pytest.raises(CheckpointError, match="another context"):
         load_critic(tmp_path / "low.safetensors", loaded, "q")
 

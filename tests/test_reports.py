@@ -178,7 +178,9 @@ def test_make_report_from_a_results_file(tmp_path, table):
     assert html.count("data:image/png;base64,") == 3 and "http://" not in html.replace("http://www.w3.org", "")
     assert "Sanity flags" in html and "<table>" in html
     only_md = make_report(src, tmp_path / "md", formats=["md"])
+    assert {"table_Hopper-v5.md", "table_Hopper-v5_pct.md"} <= {p.name for p in only_md}
     assert not any(p.suffix in (".tex", ".html") for p in only_md)
+    assert not list((tmp_path / "md").glob("*.tex")) and not list((tmp_path / "md").glob("*.html"))
     with pytest.raises(FileNotFoundError, match=r"no results\.parquet"):
         make_report(tmp_path / "rep")
 

@@ -70,7 +70,7 @@ def test_attack_violating_the_bound_is_caught(hopper_policy):
         def perturb(self, obs, act, eps, generator=None):
             return (act + 2 * eps).clamp(-1, 1)
 
-    with pytest.raises(ThreatModelViolation):
+    with pytest.raises(ThreatModelViolation, match=r"moved the action by 0\.2 > eps 0\.1"):
         evaluate(hopper_policy, Cheater(), 0.1, episodes=1, seed=0, num_envs=1)
 
 
@@ -95,11 +95,17 @@ def test_episode_seeds_of_different_eval_seeds_never_overlap():
     assert episode_seed(0, 5) == 5  # eval seed 0 keeps the seeds 0, 1, 2, ...
 
 
-@pytest.mark.parametrize("kw", [{"episodes": 0}, {"num_envs": 0}, {"seed": -1}, {"seed": 2**70},
-                                {"seed": 1.5}, {"episodes": 2**20 + 1}])
-def test_bad_arguments(hopper_policy, kw):
+@pytest.mark.parametrize("kw, message", [
+    ({"episodes": 0}, "episodes must be >= 1, got 0"),
+    ({"num_envs": 0}, "num_envs must be >= 1, got 0"),
+    ({"seed": -1}, r"eval seed must be an integer in \[0, 4294967295\], got -1"),
+    ({"seed": 2**70}, r"eval seed must be an integer in \[0, 4294967295\], got 1180591620717411303424"),
+    ({"seed": 1.5}, r"eval seed must be an integer in \[0, 4294967295\], got 1\.5"),
+    ({"episodes": 2**20 + 1}, "episodes must be <= 1048576 per eval seed, got 1048577"),
+])
+def test_bad_arguments(hopper_policy, kw, message):
     args = {"episodes": 2, "seed": 0, "num_envs": 1, **kw}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         evaluate(hopper_policy, "none", 0.0, **args)
 
 

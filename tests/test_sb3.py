@@ -60,7 +60,8 @@ def test_ppo_has_no_own_critic_and_evaluates(sb3_models):
     policy = load_policy(f"sb3:{sb3_models['ppo'][0]}", env_id="Pendulum-v1")
     assert policy.critics == {}
     res = evaluate(policy, make_attack("biggest"), 0.1, episodes=2, seed=0, num_envs=2)
-    assert len(res.returns) == 2
+    assert res.attack == "biggest" and len(res.returns) == 2 and (res.lengths == 200).all()  # Pendulum's full episodes
+    assert np.isfinite(res.returns).all() and (res.returns < 0).all()  # Pendulum's rewards are <= 0
 
 
 def test_sb3_needs_env_and_matching_dims(sb3_models):
@@ -106,6 +107,6 @@ def test_a_malicious_zip_payload_never_runs(tmp_path, monkeypatch):
         zf.writestr("policy.pth", pickle.dumps(Boom(), protocol=2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # refused cleanly: no warning on the way either
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointError, match=r"evil\.zip is not a stable-baselines3 model zip"):
             load_policy(f"sb3:{path}", env_id="Pendulum-v1")
     assert not flag.exists()

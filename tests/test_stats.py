@@ -25,7 +25,7 @@ def test_iqm_hand_values():
     assert iqm([7.0]) == 7.0 and iqm([1.0, 2.0, 3.0]) == pytest.approx(2.0)  # n<4 cuts nothing
     rows = iqm(np.array([[1, 2, 3, 4, 5, 6, 7, 8], [1000, 2, 3, 4, 5, 6, 7, 1]]), axis=1)
     np.testing.assert_allclose(rows, [4.5, 4.5])  # an outlier episode does not move it
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="iqm of an empty array"):
         iqm([])
 
 
@@ -48,7 +48,7 @@ def test_bootstrap_ci_hand_cases():
     assert bootstrap_ci([2.0]) == (2.0, 2.0)
     # two values {0, 1}: resampled means lie in {0, .5, 1} with P(0) = P(1) = 1/4, so the 95% interval is [0, 1]
     assert bootstrap_ci([0.0, 1.0], n_resamples=4000) == (0.0, 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bootstrap_ci needs a non-empty 1-D array"):
         bootstrap_ci([])
 
 

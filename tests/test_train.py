@@ -110,6 +110,7 @@ def test_out_must_be_a_new_or_empty_folder_or_a_run(tmp_path):
     res = rbrl("train", "--algo", "td3", "--env", "rbrl/Ledge-v0", "--steps", "20", "--out", str(tmp_path / "empty"),
                *TINY)
     assert res.exit_code == 0, res.output
+    assert load_policy(str(tmp_path / "empty" / "policy.safetensors")).meta["steps"] == 20  # an empty folder is used
 
 
 def _files(run_dir: Path) -> dict[str, tuple[int, int]]:

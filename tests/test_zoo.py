@@ -37,7 +37,10 @@ def test_every_zoo_file_matches_its_sha256_and_loads(name, tmp_path):
 
 
 def test_a_short_nominal_evaluation_reproduces_the_recorded_returns():
-    for name in NAMES[:: max(1, len(NAMES) // 3)][:3]:  # a few policies, spread over the zoo
+    if not NAMES:
+        pytest.skip("no bundled policies")
+    picked = NAMES[:: max(1, len(NAMES) // 3)][:3]  # a few policies, spread over the zoo
+    for name in picked:
         recorded = zoo.entry(name)["nominal"]["returns"][:2]
         got = evaluate(load_policy(f"zoo:{name}"), "none", 0.0, episodes=2, seed=0, num_envs=2).returns
         np.testing.assert_allclose(got, recorded, rtol=0.02, atol=1.0)
