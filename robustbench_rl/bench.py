@@ -173,10 +173,13 @@ def run_bench(
         suite_d = suite.to_dict()
         tasks = [CellTask(c, by_name[c.policy], sources[(c.policy, c.attack)], suite_d, str(cells_dir / c.filename))
                  for c in todo]
-        # Heaviest first (PGD cells cost several times a critic-free cell), so that no worker is left
-        # running one long cell at the end while the others idle. Rows are combined in suite order anyway.
+        # Heaviest first (planning and learned attacks, then PGD cells, which cost several times a
+        # critic-free cell), so that no worker is left running one long cell at the end while the
+        # others idle. Rows are combined in suite order anyway.
+        from robustbench_rl.attacks.registry import needs_policy
+
         heavy = critic_attack_names()
-        tasks.sort(key=lambda t: t.cell.attack not in heavy)
+        tasks.sort(key=lambda t: (not needs_policy(t.cell.attack), t.cell.attack not in heavy))
         n_workers = max(1, min(workers, len(tasks)))
         ex = executor or make_executor("local", n_workers, threads)
         manifest["executor"] = {"kind": type(ex).__name__, "workers": getattr(ex, "workers", n_workers),
@@ -205,6 +208,9 @@ def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Su
     sources: dict[tuple[str, str], str] = {}
     grads: list[dict] = []
     suite_d = suite.to_dict()
+    eps_of: dict[tuple[str, str], list[float]] = {}
+    for c in todo:
+        eps_of.setdefault((c.policy, c.attack), []).append(c.eps)
     for name, attack in dict.fromkeys((c.policy, c.attack) for c in todo):
         if attack == "none":
             sources[(name, attack)] = "none"
@@ -214,6 +220,8 @@ def _resolve_critics(todo: list[Cell], by_name: dict[str, PolicyInfo], suite: Su
         policy.name = info.name
         att, source = build_attack(policy, attack, suite_d, suite.critic, progress=show)
         sources[(name, attack)] = source
+        if hasattr(att, "prepare"):  # e.g. a learned adversary per eps: trained here once, not in every worker
+            att.prepare(sorted(set(eps_of[(name, attack)])))
         if getattr(att, "critic", None) is not None:
             grads.append({"policy": name, "attack": attack, "critic_source": source,
                           **_gradient_stats(policy, att.critic, info.env_id)})

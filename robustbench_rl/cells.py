@@ -105,6 +105,8 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
             for seed in suite.eval_seeds:
                 ident = {"format": BENCH_FORMAT, "policy": who, "attack": attack, "eps": eps, "seed": seed,
                          **common, **(pgd if attack in critic_attacks else {})}
+                if suite.options_of(attack):
+                    ident["options"] = suite.options_of(attack)
                 if seed != 0:  # eval seed 0 has the same reset seeds under the older seed + i scheme
                     ident["reset_seeds"] = "seed * 2**20 + episode"
                 key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
@@ -212,11 +214,11 @@ def build_attack(policy, name: str, suite: dict, critic: str, progress: bool = F
         from robustbench_rl.attacks.fit import FitConfig
 
         kw["fit_config"] = FitConfig(**dict(suite["fit"]))
+    options = dict(dict(suite.get("attack_options") or ()).get(name, ()))
     return make_policy_attack(
         policy, name, critic="auto" if critic == "none" else critic, pgd_steps=suite["pgd_steps"],
         restarts=suite["pgd_restarts"], step_size=suite["pgd_step_size"], pgd_start=suite["pgd_start"],
-        cache_dir=suite["critic_cache"],
-        progress=progress, **kw,
+        cache_dir=suite["critic_cache"], progress=progress, options=options, **kw,
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from robustbench_rl.cli_adversary import fit_adversary_cmd
 from robustbench_rl.device import DEVICE_HELP
 from robustbench_rl.seeds import MAX_SEED
 
@@ -81,7 +82,7 @@ def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, 
         if ctx is not None:
             ctx.meta["standard"] = True
         return list(STANDARD["attacks"])
-    from robustbench_rl.attacks.registry import list_attacks
+    from robustbench_rl.attacks.registry import default_attacks, list_attacks
 
     known = list_attacks()
     names: list[str] = []
@@ -92,11 +93,36 @@ def parse_attack_list(ctx: click.Context | None, param: click.Parameter | None, 
             raise click.BadParameter("'standard' is a whole attack set: give --attack standard alone")
         if n not in known and n != "all":
             raise click.BadParameter(f"unknown attack {n!r}; known attacks: {', '.join(known)}, 'all' or 'standard'")
-        names += [k for k in known if k != "none"] if n == "all" else [n]
+        names += default_attacks() if n == "all" else [n]
     out = [n for n in dict.fromkeys(names) if n != "none"]
     if not out and "none" not in names:
         raise click.BadParameter("give at least one attack, e.g. --attack random,biggest (or 'all')")
     return out
+
+
+def parse_attack_options(ctx: click.Context | None, param: click.Parameter | None,
+                         value: tuple[str, ...]) -> dict[str, dict]:
+    """('lookahead.horizon=8', ...) -> {'lookahead': {'horizon': 8}}; values are read as TOML scalars
+    (8, 0.5, true, "text"), a bare word as text. Names and settings are checked against the registry."""
+    import tomllib
+
+    from robustbench_rl.attacks.registry import check_attack_options
+
+    options: dict[str, dict] = {}
+    for item in value:
+        target, sep, raw = item.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not (sep and dot and name and key.strip() and raw.strip()):
+            raise click.BadParameter(f"{item!r}: use NAME.KEY=VALUE, e.g. lookahead.horizon=8")
+        try:
+            parsed = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = raw.strip()
+        options.setdefault(name, {})[key.strip()] = parsed
+    try:
+        return check_attack_options(options)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 def check_output(path: str | None, *, folder: bool) -> None:
@@ -164,6 +190,9 @@ def info(checkpoint: str, as_json: bool) -> None:
               help="Comma-separated attack names, 'all' (random, biggest, min-q, min-oa-q), or 'standard': "
                    "the versioned standard set behind a headline number (all four, on fitted critics, default "
                    "PGD; its settings cannot be changed). The nominal policy is always evaluated too.")
+@click.option("--attack-option", "attack_options", multiple=True, callback=parse_attack_options,
+              metavar="NAME.KEY=VALUE", help="A setting of a policy-built attack, e.g. lookahead.horizon=8 "
+              "(repeatable; see docs/attacks.md for each attack's settings).")
 @click.option("--critic", "critic_source", type=click.Choice(["auto", "own", "fitted"]), default="auto",
               show_default=True, help="Critic for min-q / min-oa-q: the checkpoint's own, one fitted for this "
               "policy (cached), or auto (own when the checkpoint has it, else fitted).")
@@ -190,7 +219,8 @@ def info(checkpoint: str, as_json: bool) -> None:
 @sb3_options
 @device_option
 @click.pass_context
-def attack(ctx: click.Context, policy_spec: str, eps_list: list[float], attacks: list[str], critic_source: str, pgd_steps: int,
+def attack(ctx: click.Context, policy_spec: str, eps_list: list[float], attacks: list[str],
+           attack_options: dict[str, dict], critic_source: str, pgd_steps: int,
            pgd_start: str, restarts: int, fit_steps: int | None, eps_train: float | None, cache_dir: str | None, episodes: int,
            seed: int, num_envs: int, env_id: str | None, out: str | None, vecnormalize: str | None,
            trust_pickle: bool, device_name: str) -> None:
@@ -222,6 +252,10 @@ def attack(ctx: click.Context, policy_spec: str, eps_list: list[float], attacks:
                                    "(or use --attack all to choose them)")
         critic_source, pgd_steps, restarts, pgd_start = (STANDARD["critic"], STANDARD["pgd_steps"],
                                                          STANDARD["pgd_restarts"], STANDARD["pgd_start"])
+    unused = sorted(set(attack_options) - set(attacks))
+    if unused:
+        raise click.BadParameter(f"options for {unused[0]}, which --attack does not run; add it to --attack",
+                                 param_hint="--attack-option")
     check_output(out, folder=False)
     device = cli_device(device_name)
     policy = load_policy_on(policy_spec, env_id, device=device, vecnormalize=vecnormalize,
@@ -229,7 +263,8 @@ def attack(ctx: click.Context, policy_spec: str, eps_list: list[float], attacks:
     fit_kw = {k: v for k, v in (("steps", fit_steps), ("eps_train", eps_train)) if v is not None}
     fit_config = FitConfig(**fit_kw)
     built = [(name, *make_policy_attack(policy, name, critic=critic_source, pgd_steps=pgd_steps, restarts=restarts,
-                                        pgd_start=pgd_start, cache_dir=cache_dir, progress=True, fit_config=fit_config))
+                                        pgd_start=pgd_start, cache_dir=cache_dir, progress=True, fit_config=fit_config,
+                                        options=attack_options.get(name)))
              for name in attacks]
     kw = {"episodes": episodes, "seed": seed, "num_envs": num_envs, "env_id": env_id}
     frames = [result_frame(policy, evaluate(policy, "none", 0.0, **kw))]
@@ -431,6 +466,7 @@ def _build_train() -> click.Command:
 
 
 main.add_command(LazyCommand("train", _build_train, "Train a policy (td3, oa-td3, ppo, oa-ppo) into a run directory."))
+main.add_command(fit_adversary_cmd)
 
 
 @main.group("zoo")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +42,13 @@ class LedgeEnv(gym.Env):
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         reward = a if a <= self.ledge else -1.0
         return np.zeros(1, dtype=np.float32), reward, True, False, {}
+
+    def get_sim_state(self) -> None:
+        """The simulator-state hook (see :func:`get_sim_state`): Ledge has no state between steps."""
+        return None
+
+    def set_sim_state(self, state: None) -> None:
+        """Restore what :meth:`get_sim_state` returned: nothing to restore."""
 
 
 def ledge_reward(a: np.ndarray) -> np.ndarray:
@@ -112,6 +120,74 @@ def make_env(env_id: str, seed: int | None = None, **kwargs) -> gym.Env:
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+SIM_STATE_HOOK = "get_sim_state() / set_sim_state(state)"
+"""The methods an env's unwrapped class defines so that planning attacks can save and restore it."""
+
+
+def sim_state_kind(env: gym.Env) -> str | None:
+    """How the state of `env` can be saved and restored: "hook", "mujoco", or None when it cannot.
+
+    "hook": its unwrapped env defines ``get_sim_state()`` and ``set_sim_state(state)`` (they win over
+    the built-in support). "mujoco": a gymnasium MuJoCo env (an ``MjModel`` and ``MjData`` in its
+    ``model`` and ``data``).
+    """
+    u = env.unwrapped
+    if callable(getattr(u, "get_sim_state", None)) and callable(getattr(u, "set_sim_state", None)):
+        return "hook"
+    model, data = getattr(u, "model", None), getattr(u, "data", None)
+    if type(model).__name__ == "MjModel" and type(data).__name__ == "MjData":
+        return "mujoco"
+    return None
+
+
+def check_sim_state(env: gym.Env, who: str) -> None:
+    """Raise EnvError naming the env and the hook to implement unless :func:`sim_state_kind` knows it."""
+    if sim_state_kind(env) is None:
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        raise EnvError(f"{who} needs to save and restore the simulator state, which {name} does not offer: "
+                       f"define {SIM_STATE_HOOK} on its unwrapped env ({type(env.unwrapped).__name__})")
+
+
+def get_sim_state(env: gym.Env) -> Any:
+    """A snapshot of the simulator state of `env` (below all wrappers), for :func:`set_sim_state`.
+
+    Wrapper state (a TimeLimit's step count) is not part of it, and later steps of `env` do not change
+    it. A MuJoCo snapshot is a whole ``MjData`` copy (``mj_copyData``), not ``mj_getState``: the
+    Humanoid and Ant rewards read quantities the last step left in ``MjData`` (``xipos``,
+    ``cfrc_ext``), which even ``mjSTATE_INTEGRATION`` leaves out, so a restored state vector alone
+    continues with a different reward there.
+    """
+    u = env.unwrapped
+    kind = sim_state_kind(env)
+    if kind == "hook":
+        return u.get_sim_state()
+    if kind != "mujoco":
+        check_sim_state(env, "get_sim_state")
+    import mujoco
+
+    snapshot = mujoco.MjData(u.model)
+    mujoco.mj_copyData(snapshot, u.model, u.data)
+    return snapshot
+
+
+def set_sim_state(env: gym.Env, state: Any) -> None:
+    """Put `env` in the snapshot's state; `env` is the snapshot's env or a copy (same id and settings).
+
+    Stepping it afterwards with an action gives the next observation and reward that the original env
+    gave for that action, bit for bit. The snapshot itself is not changed, so it can be restored again.
+    """
+    u = env.unwrapped
+    kind = sim_state_kind(env)
+    if kind == "hook":
+        u.set_sim_state(state)
+        return
+    if kind != "mujoco":
+        check_sim_state(env, "set_sim_state")
+    import mujoco
+
+    mujoco.mj_copyData(u.data, u.model, state)  # copies into the env's own MjData: its references stay valid
 
 
 def make_env_fn(env_id: str, seed: int | None = None, **kwargs) -> Callable[[], gym.Env]:

@@ -5,7 +5,9 @@ i of eval seed s is always reset with ``episode_seed(s, i) = s * 2**20 + i``, so
 are exactly those N episodes: none biased towards the short ones, as a "first N to finish" scheme
 would be. The formula is injective, so two eval seeds never share a start state and pooling eval
 seeds pools independent episodes. Each step, the policy and the attack run once on the batch of
-active slots, and the threat model's bound is asserted on every action.
+active slots, and the threat model's bound is asserted on every action. An attack that declares
+``needs_env = True`` is also handed the live envs of the batch's rows before every step (see
+:class:`robustbench_rl.threat.Attack`).
 """
 
 from __future__ import annotations
@@ -124,6 +126,14 @@ def evaluate(
     generator = torch.Generator(device=device).manual_seed(int(seed))
     n = min(num_envs, episodes)
     envs = [make_env(env_id, max_episode_steps=max_episode_steps) for _ in range(n)]
+    needs_env = bool(getattr(attack, "needs_env", False))
+    if needs_env:
+        try:
+            attack.attach(envs)  # before any reset: an attack refuses an env it cannot work on here
+        except BaseException:
+            for env in envs:
+                env.close()
+            raise
     returns = np.zeros(episodes)
     lengths = np.zeros(episodes, dtype=np.int64)
     slot_episode = np.arange(n)  # the episode each slot is running
@@ -137,6 +147,8 @@ def evaluate(
             idx = np.flatnonzero(active)
             obs_t = torch.from_numpy(obs[idx]).to(device)
             act = policy.act(obs_t)
+            if needs_env:
+                attack.attach([envs[j] for j in idx])  # the live envs, in the batch's row order
             perturbed = attack.perturb(obs_t, act, eps, generator)
             check_bound(act, perturbed, eps)
             actions = perturbed.detach().cpu().numpy()

@@ -71,6 +71,9 @@ class Suite:
     fit: tuple[tuple[str, Any], ...] = ()
     """Overrides of the fitted-critic budget (robustbench_rl.attacks.fit.FitConfig fields), e.g.
     ``[fit] steps = 20000``; empty = the standard budget."""
+    attack_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    """Settings of policy-built attacks by name, e.g. ``[attack_options.lookahead] horizon = 8``;
+    empty = each attack's defaults."""
     workers: int = 0
     """Worker processes; 0 = one per CPU core. Not part of the run's identity."""
     threads_per_worker: int = 1
@@ -83,7 +86,13 @@ class Suite:
         d = asdict(self)
         for key in ("workers", "threads_per_worker", "source", "name"):
             d.pop(key)
+        if not self.attack_options:  # so that suites written before attack options keep their identity
+            d.pop("attack_options")
         return d
+
+    def options_of(self, attack: str) -> dict[str, Any]:
+        """The settings given for `attack` (empty: its defaults)."""
+        return dict(dict(self.attack_options).get(attack, ()))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the whole suite."""
@@ -129,7 +138,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
     ValueError naming the offending key and what is allowed: unknown keys, empty policy lists,
     unknown attacks or critic sources, out-of-range eps, duplicate policy names.
     """
-    from robustbench_rl.attacks.registry import list_attacks
+    from robustbench_rl.attacks.registry import default_attacks, list_attacks
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -159,7 +168,7 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
     attacks = []
     for name in _list(where, "attacks", data.get("attacks", list(DEFAULT_ATTACKS))):
         if name == "all":
-            attacks += [a for a in known if a != "none"]
+            attacks += [a for a in default_attacks() if a not in attacks]
             continue
         if not isinstance(name, str) or name not in known:
             hint = " (min-q / min-oa-q need robustbench_rl.attacks.critic)" if name in ("min-q", "min-oa-q") else ""
@@ -215,7 +224,9 @@ def parse_suite(data: dict[str, Any], *, base_dir: str | os.PathLike | None = No
             _fail(where, f"critic_cache must be a folder path, got {cache!r}")
         cache = str((Path(base_dir or ".") / os.path.expanduser(cache)).resolve())
     fit = _parse_fit(data.get("fit", {}), where)
+    attack_options = _parse_attack_options(data.get("attack_options", {}), attacks, where)
     return Suite(
+        attack_options=attack_options,
         policies=tuple(policies),
         fit=fit,
         name=name,
@@ -254,6 +265,22 @@ def _parse_fit(raw: Any, where: str) -> tuple[tuple[str, Any], ...]:
     except (TypeError, ValueError) as err:
         _fail(where, f"[fit]: {err}")
     return tuple(sorted(values.items()))
+
+
+def _parse_attack_options(raw: Any, attacks: list[str], where: str) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+    """Validate the [attack_options.NAME] tables: known policy-built attacks the suite runs, known settings."""
+    if not isinstance(raw, dict):
+        _fail(where, f"attack_options must be tables ([attack_options.lookahead] horizon = 8), got {raw!r}")
+    from robustbench_rl.attacks.registry import check_attack_options
+
+    try:
+        options = check_attack_options(raw)
+    except ValueError as err:
+        _fail(where, f"[attack_options]: {err}")
+    unused = sorted(set(options) - set(attacks))
+    if unused:
+        _fail(where, f"[attack_options.{unused[0]}] is given but attacks does not include {unused[0]!r}; add it")
+    return tuple(sorted((name, tuple(sorted(opts.items()))) for name, opts in options.items() if opts))
 
 
 def load_suite(path: str | os.PathLike) -> Suite:

@@ -110,6 +110,14 @@ class Attack(Protocol):
 
     `needs_critic` is None for critic-free attacks, else the critic key (``"q"`` or ``"q_adv"``) the
     attack must be built with. Randomness comes only from `generator`, so the caller's seed fixes it.
+
+    Optional, for attacks that plan on the simulator (``lookahead``): an attack with a class attribute
+    ``needs_env = True`` also has ``attach(envs)``, a list of live gymnasium envs as :func:`make_env
+    <robustbench_rl.envs.make_env>` built them. :func:`robustbench_rl.rollout.evaluate` calls it once
+    with all its envs before the first reset (the attack raises EnvError there for an env it cannot
+    work on, e.g. one without :func:`~robustbench_rl.envs.get_sim_state` support), then before every
+    ``perturb`` with the envs of the batch's rows, in row order, each in the state that produced its
+    row's observation. The attack may read those envs' state but must leave them as it found them.
     """
 
     name: str
