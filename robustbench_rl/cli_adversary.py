@@ -1,8 +1,7 @@
 """`rbrl fit-adversary`: train (or take from the cache) the learned adversary of a policy at each eps.
 
-The command object is :data:`fit_adversary_cmd`; `rbrl`'s group registers it. It imports nothing from
-:mod:`robustbench_rl.cli` (that module imports this one, and imports never form a cycle), and like
-every command it imports torch only when it runs.
+The command object is :data:`fit_adversary_cmd`; `rbrl`'s group registers it. Like every command it
+imports torch only when it runs.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from robustbench_rl.device import DEVICE_HELP
+from robustbench_rl.cli_options import check_output, cli_device, device_option, sb3_options
 from robustbench_rl.seeds import MAX_SEED
 
 
@@ -55,11 +54,8 @@ def _eps_list(ctx: click.Context | None, param: click.Parameter | None, value: s
               help="Evaluate the policy over this many episodes nominally, under random and under the "
                    "adversary at each eps (0: skip).")
 @click.option("--env", "env_id", default=None, help="Env id (default: the policy's; required for sb3: policies).")
-@click.option("--vecnormalize", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="sb3: policies: SB3 VecNormalize statistics (.pkl; needs --trust-pickle).")
-@click.option("--trust-pickle", is_flag=True,
-              help="Allow loading --vecnormalize, a pickle that can run code: only for files you trust.")
-@click.option("--device", "device_name", default="cpu", show_default=True, help=DEVICE_HELP)
+@sb3_options
+@device_option
 def fit_adversary_cmd(policy_spec: str, eps_list: list[float], steps: int | None, seed: int, num_envs: int | None,
                       hidden: str | None, cache_dir: str | None, out: str | None, force: bool, check_episodes: int,
                       env_id: str | None, vecnormalize: str | None, trust_pickle: bool, device_name: str) -> None:
@@ -71,18 +67,11 @@ def fit_adversary_cmd(policy_spec: str, eps_list: list[float], steps: int | None
             raise click.BadParameter("use a .safetensors file name", param_hint="--out")
         if len(eps_list) > 1:
             raise click.BadParameter("--out copies one adversary: give a single --eps", param_hint="--out")
-        from robustbench_rl.files import check_writable
-
-        check_writable(out, folder=False)
+        check_output(out, folder=False)
     from robustbench_rl.attacks.adversary import get_adversary, save_adversary
     from robustbench_rl.attacks.adversary_fit import AdversaryConfig
     from robustbench_rl.cells import load_policy_on
-    from robustbench_rl.device import resolve_device
-
-    try:
-        device = str(resolve_device(device_name))
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--device") from None
+    device = cli_device(device_name)
     opts = {"steps": steps, "num_envs": num_envs, "hidden": hidden, "seed": seed}
     config = AdversaryConfig(**{k: v for k, v in opts.items() if v is not None})  # ValueError: a one-line Error
     policy = load_policy_on(policy_spec, env_id, device=device, vecnormalize=vecnormalize, trust_pickle=trust_pickle)

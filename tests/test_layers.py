@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"robustbench_rl": "robustbench_rl", "attacks": "robustbench_rl.attacks",
             "agents": "robustbench_rl.agents", "reports": "robustbench_rl.reports"}
-TOP = {"config", "training", "bench", "cells", "provenance", "suite", "cli", "cli_train", "cli_adversary", "summaries",
-       "executors", "ray_executor", "tblog"}
+TOP = {"config", "training", "bench", "cells", "provenance", "suite", "cli", "cli_train", "cli_adversary", "cli_options",
+       "summaries", "executors", "ray_executor", "tblog"}
 
 
 def modules() -> dict[str, Path]:
