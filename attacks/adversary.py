@@ -133,8 +133,8 @@ def get_adversary(policy: Policy, eps: float, *, config: AdversaryConfig | None 
             print(f"note: ignoring unreadable cached adversary {path} ({err}); refitting", file=sys.stderr, flush=True)
     _check_cache_writable(path)
     if progress:
-        print(f"note: no cached rl-adversary for {policy.name} at eps {eps:g}; training one ({config.steps} steps, "
-              f"roughly {estimate_fit_seconds(config):.0f}s on a 2-core CPU), cached at {path}",
+        print(f"note: no cached rl-adversary for {policy.name} at eps {eps:g}; training one ({config.steps} TD3 "
+              f"steps: as long as training a TD3 policy that far), cached at {path}",
               file=sys.stderr, flush=True)
     adversary = fit_adversary(policy, eps, config, progress=progress, env_id=env_id)
     save_adversary(adversary, path)
@@ -143,16 +143,6 @@ def get_adversary(policy: Policy, eps: float, *, config: AdversaryConfig | None 
         print(f"note: trained the adversary in {st['wall_s']:.0f}s (victim return over the last tenth of training "
               f"{st['victim_return_last_tenth']}); the next request is free", file=sys.stderr, flush=True)
     return adversary
-
-
-def estimate_fit_seconds(config: AdversaryConfig) -> float:
-    """Rough wall time of a fit on this project's 2-core CPU, for the progress note (not a promise).
-
-    Calibrated on the defaults (BENCHMARKS.md, "Learned adversary: cost and damage"): ~3.5 s per
-    1,000 transitions at 256x256 and batch 256 (one update each), scaled by width squared and batch.
-    """
-    scale = max((sum(config.hidden) / 512) ** 2 * config.batch_size / 256, 0.1)
-    return config.steps / 1000 * 3.5 * scale
 
 
 @register_attack("rl-adversary", "a TD3 agent trained against the frozen victim to minimise its return "
@@ -207,5 +197,5 @@ class RLAdversaryAttack:
         return self.adversary(eps).perturb(obs, act)
 
 
-__all__ = ["RLAdversaryAttack", "adversary_cache_path", "estimate_fit_seconds", "get_adversary", "is_cached",
+__all__ = ["RLAdversaryAttack", "adversary_cache_path", "get_adversary", "is_cached",
            "load_adversary", "save_adversary"]
