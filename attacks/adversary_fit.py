@@ -61,8 +61,8 @@ class AdversaryConfig:
     """Budget and hyperparameters of a learned adversary (TD3, CleanRL defaults where they apply).
 
     Every field is part of the cache key, so an adversary trained with other settings is never
-    silently reused. The default budget is measured in BENCHMARKS.md ("Learned adversary: cost and
-    damage").
+    silently reused. What the default budget costs and achieves on Hopper-v5 is in BENCHMARKS.md
+    ("Attack strength on Hopper-v5").
     """
 
     steps: int = 20_000
