@@ -9,7 +9,8 @@ from importlib import import_module
 _EXPORTS = {
     "Attack": "base", "ThreatModelViolation": "base", "apply_delta": "base", "check_bound": "base",
     "check_eps": "base", "list_attacks": "registry", "make_attack": "registry",
-    "make_policy_attack": "registry", "pgd_minimize": "pgd",
+    "make_policy_attack": "registry", "pgd_minimize": "pgd", "LookaheadAttack": "lookahead",
+    "RLAdversaryAttack": "adversary", "get_adversary": "adversary",
 }
 
 __all__ = sorted(_EXPORTS)
