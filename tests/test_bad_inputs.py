@@ -136,6 +136,18 @@ CASES = [
     ("fit-transitions", ["fit-critic", "--policy", "{ledge}", "--transitions", "1"], "not in the range x>=2"),
     ("fit-missing-policy", ["fit-critic", "--policy", "{W}/nope.safetensors"], "checkpoint not found"),
     ("fit-binary-policy", ["fit-critic", "--policy", "{W}/junk.bin"], "not a valid safetensors checkpoint"),
+    # fit-adversary
+    ("adv-eps-zero", ["fit-adversary", "--policy", "{ledge}", "--eps", "0"], "eps 0 needs no adversary"),
+    ("adv-eps-huge", ["fit-adversary", "--policy", "{ledge}", "--eps", "3"], "eps must be in"),
+    ("adv-seed-negative", ["fit-adversary", "--policy", "{ledge}", "--seed", "-1"], "not in the range 0<=x<=4294967295"),
+    ("adv-hidden", ["fit-adversary", "--policy", "{ledge}", "--hidden", "a,b"], "invalid rl-adversary option hidden"),
+    ("adv-out-suffix", ["fit-adversary", "--policy", "{ledge}", "--out", "{W}/a.txt"], "use a .safetensors file name"),
+    ("adv-out-two-eps", ["fit-adversary", "--policy", "{ledge}", "--eps", "0.1,0.2", "--out", "{W}/a.safetensors"],
+     "give a single --eps"),
+    ("adv-out-unwritable", ["fit-adversary", "--policy", "{ledge}", "--out", "{LOCKED}/a.safetensors"],
+     "cannot write in"),
+    ("adv-cache-unwritable", ["fit-adversary", "--policy", "{ledge}", "--cache-dir", "{LOCKED}/cache"], "cannot save"),
+    ("adv-missing-policy", ["fit-adversary", "--policy", "{W}/nope.safetensors"], "checkpoint not found"),
     # train
     ("train-seed-negative", [*TRAIN, "--out", "{W}/run", "--seed", "-1"], "seed must be an integer in [0, 4294967295]"),
     ("train-seed-huge", [*TRAIN, "--out", "{W}/run", "--seed", BIG], "seed must be an integer in [0, 4294967295]"),
