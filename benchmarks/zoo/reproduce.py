@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         lines += [f"Not in the results yet: {', '.join(missing)} (their zoo policies are still to be trained).", ""]
     lines += [f"## Ablations on {ABLATION_ENV}", "",
-              "(d) Gradient surgery and (e) the training budget eps_train, OA-TD3 at omega 0.5, 3 seeds each; "
+              "(d) Gradient surgery and (e) the training budget eps_train, OA-TD3 at omega 0.5, 3 seeds each once trained (the seeds column gives the count; a verdict on fewer seeds is preliminary); "
               "every other setting as in the zoo's OA-TD3 (configs `robustbench_rl/zoo/configs/invpend-oa-td3-*.toml`"
               ", trained by `benchmarks/zoo/train.sh`)." + ("" if "ablations" in suites else
               " The ablation policies are still being trained: their rows read \"not measured\" until they ship "
