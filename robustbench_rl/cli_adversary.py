@@ -10,28 +10,16 @@ from pathlib import Path
 
 import click
 
-from robustbench_rl.cli_options import check_output, cli_device, device_option, sb3_options
+from robustbench_rl.cli_options import check_output, cli_device, device_option, parse_eps_list, sb3_options
 from robustbench_rl.seeds import MAX_SEED
 
 
 def _eps_list(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[float]:
-    """'0.1,0.2' -> [0.1, 0.2], each a positive budget in the threat model's range, each once."""
-    from robustbench_rl.threat import check_eps
-
-    out: list[float] = []
-    for item in (i.strip() for i in str(value).split(",")):
-        if not item:
-            continue
-        try:
-            eps = check_eps(item)
-        except ValueError as err:
-            raise click.BadParameter(str(err)) from None
-        if eps == 0:
-            raise click.BadParameter("eps 0 needs no adversary; give budgets above 0, e.g. --eps 0.1,0.2")
-        out.append(eps)
-    if not out:
-        raise click.BadParameter("give at least one eps, e.g. --eps 0.1,0.2")
-    return list(dict.fromkeys(out))
+    """The shared --eps parser, each budget once, refusing 0 (it needs no adversary)."""
+    out = list(dict.fromkeys(parse_eps_list(ctx, param, value)))
+    if 0 in out:
+        raise click.BadParameter("eps 0 needs no adversary; give budgets above 0, e.g. --eps 0.1,0.2")
+    return out
 
 
 @click.command("fit-adversary")
