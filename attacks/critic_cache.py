@@ -180,13 +180,13 @@ def estimate_fit_seconds(kind: str, config: FitConfig) -> float:
     """Rough wall-time estimate of a fit on this project's 2-core CPU (for the note, not a promise).
 
     Calibrated on the default budget (README, "Critic attacks and fitted critics"): per TD step at
-    batch 256 with 128x128 heads ~3 ms, plus ~1.4 ms per PGD step inside the OA target; gathering
+    batch 256 with 128x128 heads ~3 ms, plus ~1.4 ms per PGD step and start inside the OA target; gathering
     ~0.15 ms per transition on MuJoCo. Scaled to first order by width squared and batch size.
     """
     scale = max((sum(config.hidden) / 256) ** 2 * config.batch_size / 256, 0.1)
     per_step = 3e-3 * scale
     if kind == "oa-q":
-        per_step += 1.4e-3 * config.pgd_steps * scale
+        per_step += 1.4e-3 * config.pgd_steps * config.pgd_restarts * scale
     return config.steps * per_step + 1.5e-4 * config.transitions
 
 

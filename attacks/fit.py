@@ -8,8 +8,9 @@ kept changing while it learned. To attack every policy the same way we fit, for 
 
 by fitted Q evaluation: first gather transitions by running the policy with small exploration noise,
 then take TD steps on that fixed data set (twin heads, min-of-heads targets from Polyak-averaged
-target networks). The OA target's inner min is the one PGD engine (:func:`pgd_minimize`) on the target
-critic at the next state's policy action. The result is a safetensors file whose metadata ties it to
+target networks). The OA target's inner min is the trainers' own (:func:`worst_case`: PGD from the FGSM
+corner and a random start, the clean action always a candidate, as OA-TD3's critic target) on the
+target critic at the next state's policy action. The result is a safetensors file whose metadata ties it to
 the policy file's sha256 and to the fitting settings; :func:`get_fitted_critic` caches it, so asking
 twice costs one fit, and refuses a cached critic whose policy bytes changed.
 
@@ -41,11 +42,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from robustbench_rl.attacks.pgd import pgd_minimize
+from robustbench_rl.attacks.pgd import worst_case
 from robustbench_rl.envs import make_env
 from robustbench_rl.files import file_sha256
 from robustbench_rl.policy import CRITIC_PREFIXES, ObsNormalizer, Policy, TwinCriticView, resolve_env_id
 from robustbench_rl.seeds import MAX_SEED
+from robustbench_rl.threat import PGD_STARTS
 
 KINDS = ("q", "oa-q")
 KIND_KEY = {"q": "q", "oa-q": "q_adv"}  # fitted kind -> the Policy.critics key it stands in for
@@ -85,7 +87,11 @@ class FitConfig:
     eps_train: float = 0.1
     """OA-Q only: the adversary's budget inside the target (normalised action units)."""
     pgd_steps: int = 5
-    """OA-Q only: PGD steps for the target's inner minimum."""
+    """OA-Q only: PGD steps per start for the target's inner minimum."""
+    pgd_start: str = "fgsm"
+    """OA-Q only: how the first PGD start is chosen ("fgsm", "random" or "screen"; see pgd_minimize)."""
+    pgd_restarts: int = 2
+    """OA-Q only: PGD starts for the target's inner minimum (the clean action is a candidate besides)."""
     seed: int = 0
     """Seeds the gathering episodes, the noise, the minibatches, PGD starts and the initial weights."""
 
@@ -107,7 +113,8 @@ class FitConfig:
             ("explore_noise", 0.0 <= self.explore_noise <= 2.0), ("lr", self.lr > 0),
             ("batch_size", self.batch_size >= 1), ("gamma", 0.0 <= self.gamma < 1.0),
             ("tau", 0.0 < self.tau <= 1.0), ("eps_train", 0.0 <= self.eps_train <= 2.0),
-            ("pgd_steps", self.pgd_steps >= 1), ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1),
+            ("pgd_steps", self.pgd_steps >= 1), ("pgd_restarts", self.pgd_restarts >= 1),
+            ("pgd_start", self.pgd_start in PGD_STARTS), ("hidden", len(self.hidden) >= 1 and min(self.hidden) >= 1),
             ("seed", 0 <= self.seed <= MAX_SEED),
         ]
         bad = [name for name, ok in checks if not ok]
@@ -119,8 +126,8 @@ class FitConfig:
         out = {k: v for k, v in dataclasses.asdict(self).items()}
         out["hidden"] = list(self.hidden)
         if kind != "oa-q":  # the OA knobs do not change a nominal fit: do not split the cache on them
-            out.pop("eps_train")
-            out.pop("pgd_steps")
+            for knob in ("eps_train", "pgd_steps", "pgd_start", "pgd_restarts"):
+                out.pop(knob)
         return {"kind": kind, **out}
 
 
@@ -330,8 +337,8 @@ def fit_critic(policy: Policy, kind: str = "q", config: FitConfig | None = None,
         with torch.no_grad():
             if kind == "oa-q":
                 # Inner min of the OA target: the worst executed action around pi(s') under eps_train.
-                _, next_q = pgd_minimize(target.action_objective(s2), a2, config.eps_train,
-                                         config.pgd_steps, generator=gen, return_value=True)
+                _, next_q = worst_case(target.action_objective(s2), a2, config.eps_train, config.pgd_steps,
+                                       restarts=config.pgd_restarts, start=config.pgd_start, generator=gen)
             else:
                 next_q = target.min_q(s2, a2)
             y = r + config.gamma * (1.0 - d) * next_q

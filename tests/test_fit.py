@@ -18,7 +18,13 @@ from robustbench_rl.attacks.critic_cache import (
     load_critic,
     save_critic,
 )
-from robustbench_rl.attacks.fit import FitConfig, collect_transitions, fit_critic, monte_carlo_returns
+from robustbench_rl.attacks.fit import (
+    FitConfig,
+    collect_transitions,
+    fit_critic,
+    monte_carlo_returns,
+    settings_hash,
+)
 from robustbench_rl.checkpoint import CheckpointError
 from robustbench_rl.cli import main
 from robustbench_rl.envs import LedgeEnv
@@ -262,7 +268,8 @@ def test_fit_critic_cli_says_fitted_after_refitting_a_damaged_cache_entry(tmp_pa
 
 
 @pytest.mark.parametrize("field,value", [("lr", float("inf")), ("gamma", float("nan")), ("seed", 2**32),
-                                         ("seed", -1), ("steps", 1.5), ("batch_size", True), ("hidden", "x")])
+                                         ("seed", -1), ("steps", 1.5), ("batch_size", True), ("hidden", "x"),
+                                         ("pgd_start", "corner"), ("pgd_restarts", 0)])
 def test_fit_config_rejects_non_finite_non_integer_and_out_of_range_values(field, value):
     with pytest.raises(ValueError, match=f"invalid fitting setting {field}="):
         FitConfig(**{field: value})
@@ -277,3 +284,30 @@ def test_an_unwritable_cache_fails_before_the_fit(tmp_path, monkeypatch, pendulu
     with pytest.raises(ValueError, match=r"cannot save fitted critics in .*afile"):
         get_fitted_critic(pendulum, "q", config=TINY, cache_dir=tmp_path / "afile" / "cache")
     assert calls == []
+
+
+def test_oa_target_is_the_trainers_inner_minimum_and_its_settings_key_the_cache(pendulum, monkeypatch):
+    """The fitted Q_adv^pi target uses the shared OA inner minimisation (clean action a candidate) with
+    the configured starts; the OA knobs key the oa-q cache only, so a nominal fit is never refitted."""
+    from robustbench_rl.attacks import fit as fit_module
+
+    calls = []
+    real = fit_module.worst_case
+
+    def spy(f, a, eps, steps, **kw):
+        calls.append((eps, steps, kw["start"], kw["restarts"]))
+        x, v = real(f, a, eps, steps, **kw)
+        assert torch.all(v <= f(a) + 1e-6)  # never above the nominal target
+        return x, v
+
+    monkeypatch.setattr(fit_module, "worst_case", spy)
+    config = FitConfig(steps=3, transitions=64, num_envs=4, hidden=(8, 8), batch_size=16, eps_train=0.2, pgd_steps=2,
+                       pgd_start="random", pgd_restarts=3)
+    fit_critic(pendulum, "oa-q", config)
+    assert calls == [(0.2, 2, "random", 3)] * 3
+    default = FitConfig()
+    assert (default.pgd_start, default.pgd_restarts) == ("fgsm", 2)
+    assert "pgd_start" not in default.settings("q") and default.settings("oa-q")["pgd_restarts"] == 2
+    other = FitConfig(pgd_restarts=1)
+    assert settings_hash(other.settings("q")) == settings_hash(default.settings("q"))
+    assert settings_hash(other.settings("oa-q")) != settings_hash(default.settings("oa-q"))
