@@ -95,9 +95,9 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
     cells = []
     common = {"episodes": suite.episodes, "num_envs": suite.num_envs, "max_episode_steps": suite.max_episode_steps}
     pgd = {"critic": suite.critic, "pgd_steps": suite.pgd_steps, "pgd_start": suite.pgd_start,
-           "pgd_restarts": suite.pgd_restarts, "pgd_step_size": suite.pgd_step_size,
-           "fit": [list(kv) for kv in suite.fit]}
+           "pgd_restarts": suite.pgd_restarts, "pgd_step_size": suite.pgd_step_size}
     critic_attacks = critic_attack_names()
+    fit_settings = fitted_settings_hashes(suite) if suite.critic != "own" else {}
     for info in policies:
         who = {"name": info.name, "group": info.group, "sha256": info.sha256, "env_id": info.env_id}
         grid = [("none", 0.0)] + [(a, e) for a in suite.attacks for e in suite.eps if e > 0]
@@ -105,6 +105,8 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
             for seed in suite.eval_seeds:
                 ident = {"format": BENCH_FORMAT, "policy": who, "attack": attack, "eps": eps, "seed": seed,
                          **common, **(pgd if attack in critic_attacks else {})}
+                if attack in critic_attacks and suite.critic != "own":
+                    ident["fit_settings"] = fit_settings[attack]  # a change of the fit refits, so rescore
                 if suite.options_of(attack):
                     ident["options"] = suite.options_of(attack)
                 if seed != 0:  # eval seed 0 has the same reset seeds under the older seed + i scheme
@@ -112,6 +114,16 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
                 key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
                 cells.append(Cell(len(cells), info.name, attack, float(eps), int(seed), key))
     return cells
+
+
+def fitted_settings_hashes(suite: Suite) -> dict[str, str]:
+    """Critic attack -> the hash of the settings of the critic it is fitted with under this suite: a
+    cell scored with a fitted critic is valid only for the fit that produced it."""
+    from robustbench_rl.attacks.critic import CRITIC_ATTACKS, CRITIC_KIND
+    from robustbench_rl.attacks.fit import FitConfig, settings_hash
+
+    config = FitConfig(**dict(suite.fit))
+    return {attack: settings_hash(config.settings(CRITIC_KIND[key])) for attack, key in CRITIC_ATTACKS.items()}
 
 
 def critic_attack_names() -> set[str]:

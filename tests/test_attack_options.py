@@ -103,6 +103,28 @@ def test_suite_options_are_validated_and_change_the_cell_identity(ledge):
         _suite(ledge, attack_options={"rl-adversary": {"steps": 100}})
 
 
+def test_critic_attack_cells_are_tied_to_the_fit_settings(ledge, monkeypatch):
+    """A fitted critic changes with its fitting settings, so the cells it scored must be rescored:
+    a bench resumed after a fit change never keeps numbers from the old critic."""
+    from robustbench_rl import cells
+
+    def keys(**extra):
+        suite = _suite(ledge, attacks=["random", "min-q", "min-oa-q"], **extra)
+        return {c.attack: c.key for c in expand_cells(suite, load_policies(suite)) if c.eps > 0}
+
+    base = keys()
+    oa_fit = keys(fit={"pgd_restarts": 3})  # an OA-only knob: the Q^pi fit is unchanged
+    assert oa_fit["min-oa-q"] != base["min-oa-q"]
+    assert oa_fit["min-q"] == base["min-q"] and oa_fit["random"] == base["random"]
+    both = keys(fit={"steps": 500})
+    assert both["min-q"] != base["min-q"] and both["min-oa-q"] != base["min-oa-q"]
+    # A change of the default fit (a new rbrl version) rescored fitted cells, not own-critic ones.
+    own, fitted = keys(critic="own"), keys(critic="fitted")
+    monkeypatch.setattr(cells, "fitted_settings_hashes", lambda suite: {"min-q": "new", "min-oa-q": "new"})
+    assert keys(critic="own") == own
+    assert keys(critic="fitted")["min-oa-q"] != fitted["min-oa-q"]
+
+
 def test_a_bench_runs_both_policy_built_attacks_and_trains_the_adversary_once(ledge, tmp_path, monkeypatch):
     from robustbench_rl.attacks import adversary as adversary_module
     from robustbench_rl.bench import run_bench
