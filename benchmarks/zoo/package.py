@@ -3,6 +3,7 @@
     python benchmarks/zoo/package.py runs/zoo                 # every finished run not yet packaged
     python benchmarks/zoo/package.py runs/zoo --only hopper-  # names starting with a prefix
     python benchmarks/zoo/package.py runs/zoo --refresh       # re-package runs already in the manifest
+    python benchmarks/zoo/package.py --refit-critics          # refit shipped critics after a fit change
 
 A run OUT/NAME/seed_S (NAME a config in robustbench_rl/zoo/configs) with a final policy.safetensors
 becomes zoo:NAME-sS. For each, this script copies the policy (actor and the critics an `own` attack
@@ -11,6 +12,11 @@ default fitting budget into the zoo's bundled critic cache (so benchmarking the 
 evaluates the nominal return (20 episodes, eval seed 0) and records it all in manifest.json with the
 sha256 of every file and the run's training wall time. The manifest is rewritten after every policy,
 atomically, so a stopped packaging run loses at most the policy in flight.
+
+--refit-critics needs no run directories: for every shipped policy whose bundled critic is missing at
+the current default fitting settings (the settings are part of a critic's file name, so a change of
+the fit leaves the old files unmatched), it fits the critic from the zoo's own policy file, removes
+the critic files no longer matched, and updates the manifest's checksums. A stopped refit resumes.
 """
 
 from __future__ import annotations
@@ -88,13 +94,46 @@ def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
     }
 
 
+def refit_critics(only: str, threads: int) -> int:
+    """Fit every bundled critic missing at the current fit settings and drop the stale ones; returns
+    how many critics were fitted."""
+    torch.set_num_threads(threads)
+    manifest = zoo.read_manifest()
+    fitted = 0
+    for zoo_name, entry in manifest["policies"].items():
+        if not zoo_name.startswith(only):
+            continue
+        policy = load_policy(f"zoo:{zoo_name}")
+        files = {rel: sha for rel, sha in entry["files"].items() if not rel.startswith("critics/")}
+        for kind in KINDS:
+            path = critic_cache_path(policy, kind, FitConfig(), zoo.ZOO_DIR)
+            if not path.is_file():
+                print(f"fitting the {kind} critic of {zoo_name}", file=sys.stderr, flush=True)
+                get_fitted_critic(policy, kind, cache_dir=zoo.ZOO_DIR, progress=True)
+                fitted += 1
+            files[path.relative_to(zoo.ZOO_DIR).as_posix()] = file_sha256(path)
+        for rel in set(entry["files"]) - set(files):
+            (zoo.ZOO_DIR / rel).unlink(missing_ok=True)
+        entry["files"] = files
+        atomic_write_bytes(zoo.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    print(f"fitted {fitted} critics", file=sys.stderr)
+    return fitted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path, help="The zoo's run root (benchmarks/zoo/train.sh's output).")
+    parser.add_argument("runs", type=Path, nargs="?", help="The zoo's run root (benchmarks/zoo/train.sh's output).")
     parser.add_argument("--only", default="", help="Package only names starting with this prefix.")
     parser.add_argument("--refresh", action="store_true", help="Re-package runs already in the manifest.")
+    parser.add_argument("--refit-critics", action="store_true",
+                        help="Refit the shipped policies' critics missing at the current fit settings.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for fitting (default 2).")
     args = parser.parse_args(argv)
+    if args.refit_critics:
+        refit_critics(args.only, args.threads)
+        return 0
+    if args.runs is None:
+        parser.error("give the zoo's run root (or --refit-critics)")
     configs = zoo.ZOO_DIR / "configs"
     manifest = zoo.read_manifest()
     done = 0
