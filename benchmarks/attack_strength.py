@@ -113,7 +113,7 @@ def main() -> None:
     have = [a for a in CRITIC_FREE_STRONG if a in means.columns]
     if have and all(a in means.columns for a in CRITIC_ATTACKS):
         gap = means[list(CRITIC_ATTACKS)].min(axis=1) - means[have].min(axis=1)
-        print("\n## Critic attacks minus the strongest critic-free attack (positive: the critic attacks miss damage)\n")
+        print("\n## Better critic attack minus better of lookahead and rl-adversary (positive: the critic attacks miss damage)\n")
         print(markdown(gap.unstack("eps").round(1)))
 
     groups = list(dict.fromkeys(table["group"]))
