@@ -23,9 +23,13 @@ one() {  # one NAME SEED: train, resume or skip one run
     if [[ -f "$dir/policy.safetensors" || -f "$zoo/$name-s$seed.safetensors" ]]; then
         echo "$(date -Is) done     $name s$seed"; return
     fi
+    mkdir -p "$out/$name"
+    # One trainer per run: a second copy of this script (or a second chain) skips a run in flight
+    # instead of deleting its directory from under it.
+    exec 9> "$out/$name/seed_$seed.lock"
+    if ! flock -n 9; then echo "$(date -Is) busy     $name s$seed (another trainer holds it)"; return; fi
     local resume=""
     if [[ -f "$dir/state.pt" ]]; then resume="--resume"; else rm -rf "$dir"; fi
-    mkdir -p "$out/$name"
     echo "$(date -Is) start    $name s$seed $resume"
     if "$rbrl" train --config "$configs/$name.toml" --seed "$seed" --out "$dir" $resume --no-progress \
         > "$out/$name/seed_$seed.log" 2>&1; then
