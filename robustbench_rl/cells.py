@@ -105,7 +105,7 @@ def expand_cells(suite: Suite, policies: list[PolicyInfo]) -> list[Cell]:
             for seed in suite.eval_seeds:
                 ident = {"format": BENCH_FORMAT, "policy": who, "attack": attack, "eps": eps, "seed": seed,
                          **common, **(pgd if attack in critic_attacks else {})}
-                if attack in critic_attacks and suite.critic != "own":
+                if attack in fit_settings:
                     ident["fit_settings"] = fit_settings[attack]  # a change of the fit refits, so rescore
                 if suite.options_of(attack):
                     ident["options"] = suite.options_of(attack)

@@ -62,6 +62,23 @@ def training_cost(run_dir: Path) -> dict:
             "final_eval_return": None if pd.isna(last.get("eval_return")) else float(last["eval_return"])}
 
 
+def bundle_critics(policy) -> tuple[dict[str, str], int]:
+    """The policy's critics at the default fit settings in the zoo's critic cache, fitted where missing;
+    returns ({path relative to the zoo: sha256}, how many were fitted)."""
+    files, fitted = {}, 0
+    for kind in KINDS:
+        critic = get_fitted_critic(policy, kind, cache_dir=zoo.ZOO_DIR, progress=True)
+        assert critic_cache_path(policy, kind, FitConfig(), zoo.ZOO_DIR) == Path(critic.path)
+        files[Path(critic.path).relative_to(zoo.ZOO_DIR).as_posix()] = file_sha256(critic.path)
+        fitted += not critic.cached
+    return files, fitted
+
+
+def write_manifest(manifest: dict) -> None:
+    """Rewrite manifest.json atomically (a stopped run leaves the previous, complete version)."""
+    atomic_write_bytes(zoo.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+
+
 def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
     """Copy one finished run into the zoo, fit its critics and evaluate it; returns its manifest entry."""
     zoo_name = f"{name}-s{seed}"
@@ -73,13 +90,8 @@ def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
     os.chmod(dest, 0o644)
     policy = load_policy(str(dest))
     config = tomllib.loads((run_dir / "config.toml").read_text())
-    files = {dest.name: file_sha256(dest)}
     torch.set_num_threads(threads)
-    for kind in KINDS:
-        critic = get_fitted_critic(policy, kind, cache_dir=zoo.ZOO_DIR, progress=True)
-        rel = Path(critic.path).relative_to(zoo.ZOO_DIR).as_posix()
-        assert critic_cache_path(policy, kind, FitConfig(), zoo.ZOO_DIR) == Path(critic.path)
-        files[rel] = file_sha256(critic.path)
+    files = {dest.name: file_sha256(dest), **bundle_critics(policy)[0]}
     res = evaluate(policy, "none", 0.0, episodes=NOMINAL_EPISODES, seed=0, num_envs=8, progress=False)
     return {
         "env_id": policy.env_id, "algo": config["run"]["algo"], "seed": seed,
@@ -103,19 +115,13 @@ def refit_critics(only: str, threads: int) -> int:
     for zoo_name, entry in manifest["policies"].items():
         if not zoo_name.startswith(only):
             continue
-        policy = load_policy(f"zoo:{zoo_name}")
-        files = {rel: sha for rel, sha in entry["files"].items() if not rel.startswith("critics/")}
-        for kind in KINDS:
-            path = critic_cache_path(policy, kind, FitConfig(), zoo.ZOO_DIR)
-            if not path.is_file():
-                print(f"fitting the {kind} critic of {zoo_name}", file=sys.stderr, flush=True)
-                get_fitted_critic(policy, kind, cache_dir=zoo.ZOO_DIR, progress=True)
-                fitted += 1
-            files[path.relative_to(zoo.ZOO_DIR).as_posix()] = file_sha256(path)
+        critics, n = bundle_critics(load_policy(f"zoo:{zoo_name}"))
+        files = {rel: sha for rel, sha in entry["files"].items() if not rel.startswith("critics/")} | critics
         for rel in set(entry["files"]) - set(files):
             (zoo.ZOO_DIR / rel).unlink(missing_ok=True)
         entry["files"] = files
-        atomic_write_bytes(zoo.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        write_manifest(manifest)
+        fitted += n
     print(f"fitted {fitted} critics", file=sys.stderr)
     return fitted
 
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"packaging {zoo_name} from {run_dir}", file=sys.stderr, flush=True)
             manifest["policies"][zoo_name] = package_run(name, seed, run_dir, args.threads)
             manifest["policies"] = dict(sorted(manifest["policies"].items()))
-            atomic_write_bytes(zoo.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+            write_manifest(manifest)
             entry = manifest["policies"][zoo_name]["nominal"]
             print(f"  nominal return {entry['mean']:.1f} +- {entry['std']:.1f} ({entry['episodes']} episodes)",
                   file=sys.stderr, flush=True)
