@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from robustbench_rl import zoo
 from robustbench_rl.attacks.critic_cache import critic_cache_path, get_fitted_critic
 from robustbench_rl.attacks.fit import KINDS, FitConfig
+from robustbench_rl.checkpoint import load_checkpoint
 from robustbench_rl.policy import load_policy
 from robustbench_rl.rollout import evaluate
 
@@ -34,6 +36,20 @@ def test_every_zoo_file_matches_its_sha256_and_loads(name, tmp_path):
     critic = get_fitted_critic(policy, "oa-q", cache_dir=tmp_path)
     assert critic.cached and critic.path.is_relative_to(zoo.ZOO_DIR)
     assert not any(tmp_path.iterdir())
+    # The actor acts at full precision; the own critics are stored in float16 (as the manifest says)
+    # and come back as float32 modules.
+    tensors, _ = load_checkpoint(zoo.zoo_path(name))
+    assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.startswith(("actor.", "obs_rms.")))
+    own = {t.dtype for k, t in tensors.items() if k.startswith(("critic.", "critic_adv."))}
+    assert own == ({torch.float16} if policy.critics else set())
+    assert entry.get("own_critic_dtype") == ("float16" if policy.critics else None)
+    for view in policy.critics.values():
+        assert all(p.dtype == torch.float32 for p in view.module.parameters())
+
+
+def test_the_whole_zoo_stays_under_40_mb():
+    total = sum(p.stat().st_size for p in zoo.ZOO_DIR.rglob("*") if p.is_file())
+    assert total <= 40e6, f"the zoo holds {total / 1e6:.1f} MB"
 
 
 def test_a_short_nominal_evaluation_reproduces_the_recorded_returns():

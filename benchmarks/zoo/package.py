@@ -4,10 +4,12 @@
     python benchmarks/zoo/package.py runs/zoo --only hopper-  # names starting with a prefix
     python benchmarks/zoo/package.py runs/zoo --refresh       # re-package runs already in the manifest
     python benchmarks/zoo/package.py --refit-critics          # refit shipped critics after a fit change
+    python benchmarks/zoo/package.py --repack                 # re-save shipped policies in the zoo's format
 
 A run OUT/NAME/seed_S (NAME a config in robustbench_rl/zoo/configs) with a final policy.safetensors
 becomes zoo:NAME-sS. For each, this script copies the policy (actor and the critics an `own` attack
-needs: the training run's policy file already holds nothing else), fits Q^pi and Q_adv^pi at the
+needs: the training run's policy file already holds nothing else; the critics stored in float16, see
+OWN_CRITIC_DTYPE), fits Q^pi and Q_adv^pi at the
 default fitting budget into the zoo's bundled critic cache (so benchmarking the zoo fits nothing),
 evaluates the nominal return (20 episodes, eval seed 0) and records it all in manifest.json with the
 sha256 of every file and the run's training wall time. The manifest is rewritten after every policy,
@@ -17,6 +19,10 @@ atomically, so a stopped packaging run loses at most the policy in flight.
 the current default fitting settings (the settings are part of a critic's file name, so a change of
 the fit leaves the old files unmatched), it fits the critic from the zoo's own policy file, removes
 the critic files no longer matched, and updates the manifest's checksums. A stopped refit resumes.
+
+--repack re-saves every shipped policy whose own critics are not yet in OWN_CRITIC_DTYPE. Its actor and
+observation normaliser are checked bit for bit against the old file, so its bundled fitted critics
+(which depend on nothing else) stay valid: they move to the new file's sha256 without a refit.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ from robustbench_rl.provenance import machine_info
 from robustbench_rl.rollout import evaluate
 
 NOMINAL_EPISODES = 20
+OWN_CRITIC_DTYPE = torch.float16
+"""How a zoo policy stores the critics only an ``own`` attack uses: half the bytes of float32, within
+~1e-4 of the float32 values (they load back as float32). The actor and the normaliser, which decide
+the policy's actions, stay at full precision."""
+OWN_CRITIC_PREFIXES = ("critic.", "critic_adv.")
 CONDITIONS = ("two runs at once on the 2 cores (benchmarks/zoo/train.sh runs/zoo 2), other work alongside: "
               "wall times are upper bounds, compare them only within the zoo")
 
@@ -74,6 +85,19 @@ def bundle_critics(policy) -> tuple[dict[str, str], int]:
     return files, fitted
 
 
+def store_policy(dest: Path, tensors: dict, meta: dict) -> str:
+    """Write a zoo policy file (own critics in OWN_CRITIC_DTYPE, everything else as given); its sha256."""
+    tensors = {k: v.to(OWN_CRITIC_DTYPE) if k.startswith(OWN_CRITIC_PREFIXES) else v for k, v in tensors.items()}
+    save_checkpoint(dest, tensors, meta)
+    os.chmod(dest, 0o644)
+    return file_sha256(dest)
+
+
+def own_critic_storage(policy) -> dict:
+    """The manifest's note of how the policy's own critics are stored (nothing when it has none)."""
+    return {"own_critic_dtype": str(OWN_CRITIC_DTYPE).removeprefix("torch.")} if policy.critics else {}
+
+
 def write_manifest(manifest: dict) -> None:
     """Rewrite manifest.json atomically (a stopped run leaves the previous, complete version)."""
     atomic_write_bytes(zoo.MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
@@ -85,13 +109,11 @@ def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
     dest = zoo.ZOO_DIR / f"{zoo_name}.safetensors"
     # Re-saved rather than copied: the same tensors and metadata, plus the tensor checksum that
     # load_policy verifies (files written by older rbrl versions lack it).
-    tensors, meta = load_checkpoint(run_dir / "policy.safetensors")
-    save_checkpoint(dest, tensors, meta)
-    os.chmod(dest, 0o644)
+    sha = store_policy(dest, *load_checkpoint(run_dir / "policy.safetensors"))
     policy = load_policy(str(dest))
     config = tomllib.loads((run_dir / "config.toml").read_text())
     torch.set_num_threads(threads)
-    files = {dest.name: file_sha256(dest), **bundle_critics(policy)[0]}
+    files = {dest.name: sha, **bundle_critics(policy)[0]}
     res = evaluate(policy, "none", 0.0, episodes=NOMINAL_EPISODES, seed=0, num_envs=8, progress=False)
     return {
         "env_id": policy.env_id, "algo": config["run"]["algo"], "seed": seed,
@@ -103,6 +125,7 @@ def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
                      "conditions": CONDITIONS,
                      "torch": torch.__version__, "python": platform.python_version()},
         "files": files,
+        **own_critic_storage(policy),
     }
 
 
@@ -126,6 +149,45 @@ def refit_critics(only: str, threads: int) -> int:
     return fitted
 
 
+def repack(only: str) -> int:
+    """Re-save the shipped policies whose own critics are not in OWN_CRITIC_DTYPE, carrying their
+    bundled critics over to the new file's sha256; returns how many policies were re-saved."""
+    manifest = zoo.read_manifest()
+    done = 0
+    for zoo_name, entry in manifest["policies"].items():
+        dest = zoo.ZOO_DIR / f"{zoo_name}.safetensors"
+        tensors, meta = load_checkpoint(dest)
+        if not zoo_name.startswith(only) or all(
+                v.dtype == OWN_CRITIC_DTYPE for k, v in tensors.items() if k.startswith(OWN_CRITIC_PREFIXES)):
+            continue
+        old_sha = file_sha256(dest)
+        new_sha = store_policy(dest, tensors, meta)
+        again, _ = load_checkpoint(dest)
+        kept = [k for k in tensors if not k.startswith(OWN_CRITIC_PREFIXES)]
+        assert all(torch.equal(again[k], tensors[k]) for k in kept), f"{zoo_name}: acting tensors changed"
+        files = {dest.name: new_sha}
+        for rel in entry["files"]:
+            if not rel.startswith("critics/"):
+                continue
+            old = zoo.ZOO_DIR / rel
+            critic_tensors, critic_meta = load_checkpoint(old)
+            assert critic_meta["policy_sha256"] == old_sha, f"{rel} is not tied to {dest.name}"
+            new = zoo.ZOO_DIR / "critics" / new_sha[:16] / old.name
+            new.parent.mkdir(exist_ok=True)
+            save_checkpoint(new, critic_tensors, {**critic_meta, "policy_sha256": new_sha})
+            os.chmod(new, 0o644)
+            files[new.relative_to(zoo.ZOO_DIR).as_posix()] = file_sha256(new)
+            old.unlink()
+            if not any(old.parent.iterdir()):
+                old.parent.rmdir()
+        entry["files"] = files
+        entry.update(own_critic_storage(load_policy(str(dest))))
+        write_manifest(manifest)
+        done += 1
+        print(f"repacked {zoo_name}: {old_sha[:12]} -> {new_sha[:12]}", file=sys.stderr, flush=True)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="?", help="The zoo's run root (benchmarks/zoo/train.sh's output).")
@@ -133,10 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh", action="store_true", help="Re-package runs already in the manifest.")
     parser.add_argument("--refit-critics", action="store_true",
                         help="Refit the shipped policies' critics missing at the current fit settings.")
+    parser.add_argument("--repack", action="store_true",
+                        help="Re-save shipped policies with their own critics in the zoo's storage dtype.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for fitting (default 2).")
     args = parser.parse_args(argv)
     if args.refit_critics:
         refit_critics(args.only, args.threads)
+        return 0
+    if args.repack:
+        print(f"repacked {repack(args.only)} policies", file=sys.stderr)
         return 0
     if args.runs is None:
         parser.error("give the zoo's run root (or --refit-critics)")

@@ -1,11 +1,12 @@
 """The reference zoo: pretrained policies bundled with rbrl, their fitted critics and a manifest.
 
 Every policy ``zoo:NAME`` is one checkpoint ``NAME.safetensors`` in this package (actor plus the critics
-an ``own`` attack needs). ``critics/`` is a read-only cache of fitted critics in the layout of the user
-cache (``critics/<policy sha256[:16]>/<kind>-<settings hash>.safetensors``), fitted at the default
-budget, so benchmarking the zoo fits nothing. ``manifest.json`` records, per policy: env, algo, training
-seed and steps, the config it was trained from (``configs/``), its nominal return, its training wall
-time and machine, and the sha256 of each of its files. Names read ``<env>-<algo>-s<seed>``, for example
+an ``own`` attack needs, those stored in float16: they load back as float32). ``critics/`` is a
+read-only cache of fitted critics in the layout of the user cache
+(``critics/<policy sha256[:16]>/<kind>-<settings hash>.safetensors``), fitted at the default budget, so
+benchmarking the zoo fits nothing. ``manifest.json`` records, per policy: env, algo, training seed and
+steps, the config it was trained from (``configs/``), its nominal return, its training wall time and
+machine, and the sha256 of each of its files. Names read ``<env>-<algo>-s<seed>``, for example
 ``zoo:hopper-oa-td3-s0``.
 """
 
