@@ -96,8 +96,8 @@ def claims_table(claims: list[Claim]) -> list[str]:
     return lines
 
 
-def cost_table() -> list[str]:
-    """(f): training wall time per env step, OA vs baseline, from the zoo manifest."""
+def training_costs() -> pd.DataFrame:
+    """(f): one row per main zoo policy with its training wall time per env step, from the manifest."""
     rows = []
     for e in zoo.read_manifest()["policies"].values():
         cfg = Path(e["config"]).stem
@@ -107,24 +107,31 @@ def cost_table() -> list[str]:
                      "wall_s": e["training"]["wall_s"], "ms_per_step": 1000 * e["training"]["wall_s"] / e["training"]["steps"],
                      "oa_batch_size": e["hyperparameters"].get("oa_batch_size"),
                      "machine": e["training"].get("machine", "")})
-    df = pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["env", "algo", "seed", "steps", "wall_s", "ms_per_step", "oa_batch_size", "machine"])
+
+
+def cost_ratio(costs: pd.DataFrame, env: str, algo: str) -> float | None:
+    """Mean wall time per env step of an OA algorithm over its baseline's on `env` (None if either is missing)."""
+    base = {"oa-td3": "td3", "oa-ppo": "ppo"}[algo]
+    per = costs[costs["env"] == env].groupby("algo")["ms_per_step"].mean()
+    return float(per[algo] / per[base]) if algo in per.index and base in per.index else None
+
+
+def cost_table(costs: pd.DataFrame) -> list[str]:
+    """(f) as a markdown table: per env and algorithm, ms per env step and the OA / baseline ratio."""
     lines = ["| env | algo | seeds | ms per env step (mean, min-max) | OA / baseline | machine |",
              "|---|---|---:|---:|---:|---|"]
     for env in ENVS:
-        d = df[df["env"] == env] if len(df) else df
-        if d.empty:
-            continue
-        per = d.groupby("algo")["ms_per_step"]
+        d = costs[costs["env"] == env]
         for algo in ["td3", "oa-td3", "ppo", "oa-ppo"]:
-            if algo not in per.groups:
+            v = d.loc[d["algo"] == algo, "ms_per_step"]
+            if v.empty:
                 continue
-            v = per.get_group(algo)
-            base = {"oa-td3": "td3", "oa-ppo": "ppo"}.get(algo)
-            ratio = f"{v.mean() / per.get_group(base).mean():.1f}x" if base in per.groups else ""
+            ratio = cost_ratio(costs, env, algo) if algo.startswith("oa-") else None
             note = " (oa_batch_size 64)" if algo == "oa-td3" and (d.loc[d["algo"] == algo, "oa_batch_size"] == 64).any() else ""
             machines = ", ".join(sorted(set(d.loc[d["algo"] == algo, "machine"])))
-            lines.append(f"| {env} | {algo}{note} | {len(v)} | {v.mean():.2f} ({v.min():.2f}-{v.max():.2f}) | {ratio} "
-                         f"| {machines} |")
+            lines.append(f"| {env} | {algo}{note} | {len(v)} | {v.mean():.2f} ({v.min():.2f}-{v.max():.2f}) | "
+                         f"{'' if ratio is None else f'{ratio:.1f}x'} | {machines} |")
     return lines
 
 
@@ -223,6 +230,33 @@ def meaning(claims: list[Claim], summary: pd.DataFrame) -> list[str]:
     return out
 
 
+def bottom_line(claims: list[Claim], costs: pd.DataFrame) -> list[str]:
+    """The answer to "should I train with OA?" as these numbers give it: the robustness verdicts
+    counted over envs, next to what OA training cost per env step."""
+    robust = [c for c in claims if c.key in ("a", "c") and c.text.startswith("OA-") and "beats" in c.text
+              and c.verdict != NOT_MEASURED]
+    if not robust:
+        return []
+    won = [f"{c.text.split(' beats')[0]} on {c.env_id}" for c in robust if c.verdict == SUPPORTED]
+    mixed = sum(c.verdict == MIXED for c in robust)
+    if won:
+        answer = f"OA training paid in {len(won)} of {len(robust)} measured comparisons ({', '.join(won)})"
+    else:
+        answer = (f"not for robustness alone: none of the {len(robust)} measured robustness comparisons "
+                  f"(OA vs its baseline per env) favours OA training in every cell it rests on")
+    if mixed:
+        answer += f"; {mixed} {'is' if mixed == 1 else 'are'} mixed"
+    cheap = set(costs.loc[costs["oa_batch_size"].fillna(0) > 0, "env"])
+    ratios = [f"{r:.1f}x for {algo.upper()}{' (oa_batch_size 64)' if algo == 'oa-td3' and env in cheap else ''} on {env}"
+              for env in ENVS for algo in ("oa-td3", "oa-ppo") if (r := cost_ratio(costs, env, algo)) is not None]
+    cost = (f" Training wall time per env step, OA over its baseline: {', '.join(ratios)} (machines in (f))."
+            if ratios else "")
+    return [f"- **Should you train with OA?** On these numbers, {answer}.{cost} Two limits: a few training seeds "
+            "give wide intervals, and where a baseline already holds its nominal return under attack there is "
+            "little to win. Before deciding, score your own policy with `rbrl attack --policy CKPT --attack "
+            "standard` and compare it with a baseline at the budgets your task needs."]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="Bench directories (the full suite, the ablation suite).")
@@ -275,12 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *seed_caveat(main_table),
     ]
-    cost = cost_table()
+    costs = training_costs()
+    cost = cost_table(costs)
     lines += ["(f) Training cost per env step, OA vs baseline, as measured while training the zoo (two runs",
               "at once on 2 cores with other work alongside, so the absolute times are upper bounds; the",
               "ratios compare runs trained under the same conditions; a ratio between runs on different",
               "machines, as the machine column shows, is only indicative):", "", *cost, ""]
-    lines += ["## What this means", "", *meaning(claims, summary), ""]
+    lines += ["## What this means", "", *meaning(claims, summary), *bottom_line(claims, costs), ""]
     for env in envs:
         t = main_table[main_table["env_id"] == env]
         built = tables.build_tables(t, by="group")[env]
