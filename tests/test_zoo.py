@@ -142,3 +142,14 @@ def test_bench_runs_a_bundled_suite_by_name_into_a_default_folder(tmp_path, monk
     # Without a bundled quick suite, `rbrl bench` alone says what to pass instead.
     none = CliRunner().invoke(main, ["bench"])
     assert none.exit_code == 1 and "pass a suite file" in none.output
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in zoo.CONFIGS.glob("*.toml")))
+def test_every_zoo_config_resolves_to_a_training_run(config, tmp_path):
+    from robustbench_rl.config import resolve_config
+
+    run, hp = resolve_config(tmp_path / "run", {}, {}, config_file=zoo.CONFIGS / config)
+    stem = config.removesuffix(".toml")
+    assert stem.startswith({"InvertedPendulum-v5": "invpend-", "Hopper-v5": "hopper-", "Walker2d-v5": "walker2d-"}[run.env])
+    assert stem.removeprefix(stem.split("-")[0] + "-").startswith(run.algo)
+    assert run.steps >= (1_000_000 if run.algo.endswith("ppo") and run.env != "InvertedPendulum-v5" else 40_000)

@@ -15,7 +15,7 @@ parallel=${2:-2}
 zoo="$(cd "$(dirname "$0")/../../robustbench_rl/zoo" && pwd)"
 configs="$zoo/configs"
 rbrl=${RBRL:-rbrl}
-jobs=${ZOO_JOBS:-"invpend-td3 invpend-oa-td3 invpend-ppo invpend-oa-ppo invpend-oa-td3-nosurgery invpend-oa-td3-eps0.05 invpend-oa-td3-eps0.2 hopper-td3 hopper-oa-td3 hopper-ppo hopper-oa-ppo walker2d-td3 walker2d-oa-td3 walker2d-ppo walker2d-oa-ppo"}
+jobs=${ZOO_JOBS:-"invpend-td3 invpend-oa-td3 invpend-ppo invpend-oa-ppo invpend-oa-td3-nosurgery invpend-oa-td3-eps0.05 invpend-oa-td3-eps0.2 hopper-td3 hopper-oa-td3 hopper-ppo hopper-oa-ppo hopper-oa-td3-paper walker2d-td3 walker2d-oa-td3 walker2d-ppo walker2d-oa-ppo"}
 mkdir -p "$out"
 
 one() {  # one NAME SEED: train, resume or skip one run
