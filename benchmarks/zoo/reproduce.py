@@ -204,7 +204,21 @@ def seed_caveat(table: pd.DataFrame) -> list[str]:
     return out
 
 
-def meaning(claims: list[Claim], summary: pd.DataFrame) -> list[str]:
+def early_falls(table: pd.DataFrame, env: str) -> str | None:
+    """A sentence when the OA policies' nominal episodes on `env` last under half as long as the longest
+    baseline's: they learned to fall early, so an attack has little left to take from them."""
+    nominal = table[(table["env_id"] == env) & (table["attack"] == "none")]
+    lengths = nominal.groupby("group")["length"].mean()
+    base = max((lengths[g] for g in ("TD3", "PPO") if g in lengths.index), default=None)
+    short = [f"{g} {lengths[g]:.0f}" for g in ("OA-TD3", "OA-PPO") if g in lengths.index and base and lengths[g] < base / 2]
+    if not short:
+        return None
+    return (f"  The OA policies fall early: their nominal episodes last {', '.join(short)} steps against the "
+            f"baselines' longest {base:.0f}. A policy that ends its episode early has little for an attack to "
+            "take: their flat robustness curves show how little they have to lose, not robustness.")
+
+
+def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """The practitioner's summary, derived from the verdicts and the table (no hand-edited conclusions)."""
     by = {(c.key, c.env_id): c for c in claims}
     out = []
@@ -230,6 +244,8 @@ def meaning(claims: list[Claim], summary: pd.DataFrame) -> list[str]:
             out.append(f"  How much the budgets stress the baselines: at eps >= 0.1 (every attack and the worst case) "
                        f"each kept at least 95% of its nominal return, {', '.join(room)} cells. Where a baseline "
                        "holds, robust training has nothing to win there.")
+        if (falls := early_falls(table, env)) is not None:
+            out.append(falls)
     return out
 
 
@@ -318,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
               "at once on 2 cores with other work alongside, so the absolute times are upper bounds; the",
               "ratios compare runs trained under the same conditions; a ratio between runs on different",
               "machines, as the machine column shows, is only indicative):", "", *cost, ""]
-    lines += ["## What this means", "", *meaning(claims, summary), *bottom_line(claims, costs), ""]
+    lines += ["## What this means", "", *meaning(claims, summary, main_table), *bottom_line(claims, costs), ""]
     for env in envs:
         t = main_table[main_table["env_id"] == env]
         built = tables.build_tables(t, by="group")[env]
