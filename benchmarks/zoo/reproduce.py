@@ -215,7 +215,9 @@ def early_falls(table: pd.DataFrame, env: str) -> str | None:
         return None
     return (f"  The OA policies fall early: their nominal episodes last {', '.join(short)} steps against the "
             f"baselines' longest {base:.0f}. A policy that ends its episode early has little for an attack to "
-            "take: their flat robustness curves show how little they have to lose, not robustness.")
+            "take: their flat robustness curves show how little they have to lose, not robustness."
+            + (" What OA-PPO's training logs show about it: [docs/training.md](docs/training.md), \"A known limit\"."
+               if any(x.startswith("OA-PPO") for x in short) else ""))
 
 
 def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> list[str]:
