@@ -169,22 +169,29 @@ def held(summary: pd.DataFrame, env: str, group: str, eps_min: float) -> tuple[i
     return int((cells["value"] >= 0.95 * float(nominal.iloc[0])).sum()), len(cells)
 
 
+def nominal_lengths(table: pd.DataFrame, env: str) -> pd.Series:
+    """Mean nominal episode length per group on `env`."""
+    nominal = table[(table["env_id"] == env) & (table["attack"] == "none")]
+    return nominal.groupby("group")["length"].mean()
+
+
 def env_notes(table: pd.DataFrame, env: str) -> list[str]:
     """What a reader of one env's section needs besides its table: how long the nominal episodes last
     (a policy that falls early scores low whatever the attack) and any OA-TD3 setting cheaper than the
     paper's schedule, from the zoo's manifest."""
-    nominal = table[(table["env_id"] == env) & (table["attack"] == "none")]
-    lengths = nominal.groupby("group")["length"].mean()
+    lengths = nominal_lengths(table, env)
     out = ["Nominal episode length (mean steps; episodes end at the env's time limit or when the agent "
            "falls): " + ", ".join(f"{g} {lengths[g]:.0f}" for g in MAIN_GROUPS if g in lengths.index) + "."]
     policies = zoo.read_manifest()["policies"]
-    names = {p.removeprefix("zoo:") for p in nominal.loc[nominal["group"] == "OA-TD3", "policy"].unique()}
+    oa_td3 = table.loc[(table["env_id"] == env) & (table["group"] == "OA-TD3"), "policy"].unique()
+    names = {p.removeprefix("zoo:") for p in oa_td3}
     cheap = sorted({policies[n]["hyperparameters"].get("oa_batch_size") for n in names if n in policies} - {None, 0})
     if cheap:
         out += ["", f"OA-TD3 on {env} was trained with oa_batch_size {', '.join(map(str, cheap))} (its OA critic "
                    "target and OA actor term on that many rows of each batch, not all of them as in the paper's "
-                   "schedule) to fit the compute; an OA-TD3 on the paper's schedule for this env is not in the "
-                   "results."]
+                   "schedule) to fit the compute; "
+                   + ("the section on OA-TD3's schedule below compares it with the paper's." if env == SCHEDULE_ENV
+                      else "the paper's schedule was not run on this env.")]
     return [*out, ""]
 
 
@@ -207,8 +214,7 @@ def seed_caveat(table: pd.DataFrame) -> list[str]:
 def early_falls(table: pd.DataFrame, env: str) -> str | None:
     """A sentence when the OA policies' nominal episodes on `env` last under half as long as the longest
     baseline's: they learned to fall early, so an attack has little left to take from them."""
-    nominal = table[(table["env_id"] == env) & (table["attack"] == "none")]
-    lengths = nominal.groupby("group")["length"].mean()
+    lengths = nominal_lengths(table, env)
     base = max((lengths[g] for g in ("TD3", "PPO") if g in lengths.index), default=None)
     short = [f"{g} {lengths[g]:.0f}" for g in ("OA-TD3", "OA-PPO") if g in lengths.index and base and lengths[g] < base / 2]
     if not short:
