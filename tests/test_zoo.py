@@ -153,3 +153,5 @@ def test_every_zoo_config_resolves_to_a_training_run(config, tmp_path):
     assert stem.startswith({"InvertedPendulum-v5": "invpend-", "Hopper-v5": "hopper-", "Walker2d-v5": "walker2d-"}[run.env])
     assert stem.removeprefix(stem.split("-")[0] + "-").startswith(run.algo)
     assert run.steps >= (1_000_000 if run.algo.endswith("ppo") and run.env != "InvertedPendulum-v5" else 40_000)
+    if run.algo.startswith("oa-"):  # every OA policy trains against an adversary of a stated budget
+        assert hp.eps_train in (0.05, 0.1, 0.2)
