@@ -49,6 +49,8 @@ ABLATION_ENV = "InvertedPendulum-v5"
 SCHEDULE_ENV = "Hopper-v5"
 PAPER_SCHEDULE = "OA-TD3 paper schedule"
 NOMINAL_TOLERANCE = 5.0
+ROBUST_OF = {"a": "OA-TD3", "c": "OA-PPO"}
+"""The main robustness claims' keys and the OA group each is about."""
 MARK = {SUPPORTED: "**supported**", NOT_SUPPORTED: "**not supported**", MIXED: "mixed", NOT_MEASURED: "not measured"}
 
 
@@ -66,7 +68,7 @@ def decide(table: pd.DataFrame) -> list[Claim]:
     grid = sorted(e for e in table["eps"].unique() if e > 0)
     for env in ENVS:
         t = table[table["env_id"] == env]
-        for key, robust, base in (("a", "OA-TD3", "TD3"), ("c", "OA-PPO", "PPO")):
+        for key, robust, base in (("a", ROBUST_OF["a"], "TD3"), ("c", ROBUST_OF["c"], "PPO")):
             eps_train = eps_train_of(t, robust) or 0.1
             at_or_above = [e for e in grid if e >= eps_train - 1e-9]
             claims.append(robustness_claim(
@@ -118,6 +120,19 @@ def cost_ratio(costs: pd.DataFrame, env: str, algo: str) -> float | None:
     return float(per[algo] / per[base]) if algo in per.index and base in per.index else None
 
 
+def cheap_schedule(costs: pd.DataFrame, env: str) -> str:
+    """"oa_batch_size N" when the zoo's OA-TD3 on `env` was trained on a cheaper OA schedule than the
+    paper's, else ""."""
+    sizes = sorted(set(costs.loc[(costs["env"] == env) & (costs["algo"] == "oa-td3"), "oa_batch_size"].dropna()) - {0})
+    return f"oa_batch_size {', '.join(str(int(n)) for n in sizes)}" if sizes else ""
+
+
+def algo_label(costs: pd.DataFrame, env: str, algo: str, name: str) -> str:
+    """`name` for `algo` on `env`, with its cheaper OA schedule in brackets where it had one."""
+    cheap = cheap_schedule(costs, env) if algo == "oa-td3" else ""
+    return f"{name} ({cheap})" if cheap else name
+
+
 def cost_table(costs: pd.DataFrame) -> list[str]:
     """(f) as a markdown table: per env and algorithm, ms per env step and the OA / baseline ratio."""
     lines = ["| env | algo | seeds | ms per env step (mean, min-max) | OA / baseline | machine |",
@@ -129,9 +144,8 @@ def cost_table(costs: pd.DataFrame) -> list[str]:
             if v.empty:
                 continue
             ratio = cost_ratio(costs, env, algo) if algo.startswith("oa-") else None
-            note = " (oa_batch_size 64)" if algo == "oa-td3" and (d.loc[d["algo"] == algo, "oa_batch_size"] == 64).any() else ""
             machines = ", ".join(sorted(set(d.loc[d["algo"] == algo, "machine"])))
-            lines.append(f"| {env} | {algo}{note} | {len(v)} | {v.mean():.2f} ({v.min():.2f}-{v.max():.2f}) | "
+            lines.append(f"| {env} | {algo_label(costs, env, algo, algo)} | {len(v)} | {v.mean():.2f} ({v.min():.2f}-{v.max():.2f}) | "
                          f"{'' if ratio is None else f'{ratio:.1f}x'} | {machines} |")
     return lines
 
@@ -175,19 +189,15 @@ def nominal_lengths(table: pd.DataFrame, env: str) -> pd.Series:
     return nominal.groupby("group")["length"].mean()
 
 
-def env_notes(table: pd.DataFrame, env: str) -> list[str]:
+def env_notes(table: pd.DataFrame, env: str, costs: pd.DataFrame) -> list[str]:
     """What a reader of one env's section needs besides its table: how long the nominal episodes last
     (a policy that falls early scores low whatever the attack) and any OA-TD3 setting cheaper than the
     paper's schedule, from the zoo's manifest."""
     lengths = nominal_lengths(table, env)
     out = ["Nominal episode length (mean steps; episodes end at the env's time limit or when the agent "
            "falls): " + ", ".join(f"{g} {lengths[g]:.0f}" for g in MAIN_GROUPS if g in lengths.index) + "."]
-    policies = zoo.read_manifest()["policies"]
-    oa_td3 = table.loc[(table["env_id"] == env) & (table["group"] == "OA-TD3"), "policy"].unique()
-    names = {p.removeprefix("zoo:") for p in oa_td3}
-    cheap = sorted({policies[n]["hyperparameters"].get("oa_batch_size") for n in names if n in policies} - {None, 0})
-    if cheap:
-        out += ["", f"OA-TD3 on {env} was trained with oa_batch_size {', '.join(map(str, cheap))} (its OA critic "
+    if cheap := cheap_schedule(costs, env):
+        out += ["", f"OA-TD3 on {env} was trained with {cheap} (its OA critic "
                    "target and OA actor term on that many rows of each batch, not all of them as in the paper's "
                    "schedule) to fit the compute; "
                    + ("the section on OA-TD3's schedule below compares it with the paper's." if env == SCHEDULE_ENV
@@ -226,6 +236,16 @@ def early_falls(table: pd.DataFrame, env: str) -> str | None:
                if any(x.startswith("OA-PPO") for x in short) else ""))
 
 
+def robustness_claims(claims: list[Claim], env: str | None = None) -> list[Claim]:
+    """The main robustness claims, (a) and (c), of every env (or of `env`): per env and key the first
+    claim, since :func:`decide` makes each before its nominal-return twin."""
+    first: dict[tuple[str, str], Claim] = {}
+    for c in claims:
+        if c.key in ROBUST_OF and env in (None, c.env_id):
+            first.setdefault((c.key, c.env_id), c)
+    return list(first.values())
+
+
 def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """The practitioner's summary, derived from the verdicts and the table (no hand-edited conclusions)."""
     by = {(c.key, c.env_id): c for c in claims}
@@ -260,11 +280,10 @@ def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> 
 def bottom_line(claims: list[Claim], costs: pd.DataFrame) -> list[str]:
     """The answer to "should I train with OA?" as these numbers give it: the robustness verdicts
     counted over envs, next to what OA training cost per env step."""
-    robust = [c for c in claims if c.key in ("a", "c") and c.text.startswith("OA-") and "beats" in c.text
-              and c.verdict != NOT_MEASURED]
+    robust = [c for c in robustness_claims(claims) if c.verdict != NOT_MEASURED]
     if not robust:
         return []
-    won = [f"{c.text.split(' beats')[0]} on {c.env_id}" for c in robust if c.verdict == SUPPORTED]
+    won = [f"{ROBUST_OF[c.key]} on {c.env_id}" for c in robust if c.verdict == SUPPORTED]
     mixed = sum(c.verdict == MIXED for c in robust)
     if won:
         answer = f"OA training paid in {len(won)} of {len(robust)} measured comparisons ({', '.join(won)})"
@@ -273,8 +292,7 @@ def bottom_line(claims: list[Claim], costs: pd.DataFrame) -> list[str]:
                   f"(OA vs its baseline per env) favours OA training in every cell it rests on")
     if mixed:
         answer += f"; {mixed} {'is' if mixed == 1 else 'are'} mixed"
-    cheap = set(costs.loc[costs["oa_batch_size"].fillna(0) > 0, "env"])
-    ratios = [f"{r:.1f}x for {algo.upper()}{' (oa_batch_size 64)' if algo == 'oa-td3' and env in cheap else ''} on {env}"
+    ratios = [f"{r:.1f}x for {algo_label(costs, env, algo, algo.upper())} on {env}"
               for env in ENVS for algo in ("oa-td3", "oa-ppo") if (r := cost_ratio(costs, env, algo)) is not None]
     cost = (f" Training wall time per env step, OA over its baseline: {', '.join(ratios)} (machines in (f))."
             if ratios else "")
@@ -352,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         plt.close(fig)
         lines += [f"## {env}", "", tables.to_markdown(built), "",
                   f"![{env}: return vs eps under each attack and the worst case]({rel / stem.name}.png)", "",
-                  *env_notes(t, env)]
+                  *env_notes(t, env, costs)]
     missing = [e for e in ENVS if e not in envs]
     if missing:
         lines += [f"Not in the results yet: {', '.join(missing)} (their zoo policies are still to be trained).", ""]
