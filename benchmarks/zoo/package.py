@@ -93,9 +93,9 @@ def store_policy(dest: Path, tensors: dict, meta: dict) -> str:
     return file_sha256(dest)
 
 
-def own_critic_storage(policy) -> dict:
-    """The manifest's note of how the policy's own critics are stored (nothing when it has none)."""
-    return {"own_critic_dtype": str(OWN_CRITIC_DTYPE).removeprefix("torch.")} if policy.critics else {}
+def own_critic_storage(has_own_critics: bool) -> dict:
+    """The manifest's note of how a policy's own critics are stored (nothing when it has none)."""
+    return {"own_critic_dtype": str(OWN_CRITIC_DTYPE).removeprefix("torch.")} if has_own_critics else {}
 
 
 def write_manifest(manifest: dict) -> None:
@@ -107,8 +107,8 @@ def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
     """Copy one finished run into the zoo, fit its critics and evaluate it; returns its manifest entry."""
     zoo_name = f"{name}-s{seed}"
     dest = zoo.ZOO_DIR / f"{zoo_name}.safetensors"
-    # Re-saved rather than copied: the same tensors and metadata, plus the tensor checksum that
-    # load_policy verifies (files written by older rbrl versions lack it).
+    # Re-saved rather than copied: the same metadata and acting tensors (own critics in OWN_CRITIC_DTYPE),
+    # plus the tensor checksum that load_policy verifies (files written by older rbrl versions lack it).
     sha = store_policy(dest, *load_checkpoint(run_dir / "policy.safetensors"))
     policy = load_policy(str(dest))
     config = tomllib.loads((run_dir / "config.toml").read_text())
@@ -125,7 +125,7 @@ def package_run(name: str, seed: int, run_dir: Path, threads: int) -> dict:
                      "conditions": CONDITIONS,
                      "torch": torch.__version__, "python": platform.python_version()},
         "files": files,
-        **own_critic_storage(policy),
+        **own_critic_storage(bool(policy.critics)),
     }
 
 
@@ -155,11 +155,12 @@ def repack(only: str) -> int:
     manifest = zoo.read_manifest()
     done = 0
     for zoo_name, entry in manifest["policies"].items():
+        if not zoo_name.startswith(only):
+            continue
         dest = zoo.ZOO_DIR / f"{zoo_name}.safetensors"
         tensors, meta = load_checkpoint(dest)
-        if not zoo_name.startswith(only) or all(
-                v.dtype == OWN_CRITIC_DTYPE for k, v in tensors.items() if k.startswith(OWN_CRITIC_PREFIXES)):
-            continue
+        if all(v.dtype == OWN_CRITIC_DTYPE for k, v in tensors.items() if k.startswith(OWN_CRITIC_PREFIXES)):
+            continue  # already repacked, or no own critics
         old_sha = file_sha256(dest)
         new_sha = store_policy(dest, tensors, meta)
         again, _ = load_checkpoint(dest)
@@ -181,7 +182,7 @@ def repack(only: str) -> int:
             if not any(old.parent.iterdir()):
                 old.parent.rmdir()
         entry["files"] = files
-        entry.update(own_critic_storage(load_policy(str(dest))))
+        entry.update(own_critic_storage(True))  # a policy without own critics was skipped above
         write_manifest(manifest)
         done += 1
         print(f"repacked {zoo_name}: {old_sha[:12]} -> {new_sha[:12]}", file=sys.stderr, flush=True)
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repacked {repack(args.only)} policies", file=sys.stderr)
         return 0
     if args.runs is None:
-        parser.error("give the zoo's run root (or --refit-critics)")
+        parser.error("give the zoo's run root (or --refit-critics / --repack)")
     configs = zoo.ZOO_DIR / "configs"
     manifest = zoo.read_manifest()
     done = 0
