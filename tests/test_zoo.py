@@ -155,3 +155,32 @@ def test_every_zoo_config_resolves_to_a_training_run(config, tmp_path):
     assert run.steps >= (1_000_000 if run.algo.endswith("ppo") and run.env != "InvertedPendulum-v5" else 40_000)
     if run.algo.startswith("oa-"):  # every OA policy trains against an adversary of a stated budget
         assert hp.eps_train in (0.05, 0.1, 0.2)
+
+
+def test_packaging_picks_finished_runs_by_a_prefix_of_their_zoo_name(tmp_path):
+    # `package.py --only hopper-td3-s2` must package that one run, not nothing (a prefix of a zoo name,
+    # not only of a config name), and a run without its final policy file is never packaged.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo" / "package.py"
+    spec = importlib.util.spec_from_file_location("zoo_package", path)
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    configs, runs = tmp_path / "configs", tmp_path / "runs"
+    configs.mkdir()
+    for name in ("hopper-td3", "hopper-oa-td3", "hopper-oa-td3-paper"):
+        (configs / f"{name}.toml").write_text("")
+        for seed in (0, 1, 2):
+            (runs / name / f"seed_{seed}").mkdir(parents=True)
+            if seed < 2 or name == "hopper-td3":
+                (runs / name / f"seed_{seed}" / "policy.safetensors").write_bytes(b"")
+
+    def picked(only):
+        return [f"{name}-s{seed}" for name, seed, _ in package.finished_runs(runs, configs, only)]
+
+    assert picked("hopper-td3-s2") == ["hopper-td3-s2"]
+    assert picked("hopper-oa-td3") == ["hopper-oa-td3-paper-s0", "hopper-oa-td3-paper-s1",
+                                       "hopper-oa-td3-s0", "hopper-oa-td3-s1"]
+    assert picked("hopper-oa-td3-s") == ["hopper-oa-td3-s0", "hopper-oa-td3-s1"]
+    assert len(picked("")) == 7 and picked("walker2d") == []

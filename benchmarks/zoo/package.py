@@ -189,6 +189,19 @@ def repack(only: str) -> int:
     return done
 
 
+def finished_runs(runs: Path, configs: Path, only: str = "") -> list[tuple[str, int, Path]]:
+    """(config name, seed, run directory) of every finished run under `runs` (RUNS/NAME/seed_S with a
+    final policy.safetensors, NAME a config in `configs`) whose zoo name NAME-sS starts with `only`."""
+    found = []
+    for config in sorted(configs.glob("*.toml")):
+        name = config.stem
+        for run_dir in sorted(p for p in (runs / name).glob("seed_*") if p.is_dir()):
+            seed = int(run_dir.name.removeprefix("seed_"))
+            if f"{name}-s{seed}".startswith(only) and (run_dir / "policy.safetensors").is_file():
+                found.append((name, seed, run_dir))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="?", help="The zoo's run root (benchmarks/zoo/train.sh's output).")
@@ -208,28 +221,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs is None:
         parser.error("give the zoo's run root (or --refit-critics / --repack)")
-    configs = zoo.ZOO_DIR / "configs"
     manifest = zoo.read_manifest()
     done = 0
-    for config in sorted(configs.glob("*.toml")):
-        name = config.stem
-        if not name.startswith(args.only):
+    for name, seed, run_dir in finished_runs(args.runs, zoo.ZOO_DIR / "configs", args.only):
+        zoo_name = f"{name}-s{seed}"
+        if zoo_name in manifest["policies"] and not args.refresh:
             continue
-        for run_dir in sorted(p for p in (args.runs / name).glob("seed_*") if p.is_dir()):
-            seed = int(run_dir.name.removeprefix("seed_"))
-            zoo_name = f"{name}-s{seed}"
-            if not (run_dir / "policy.safetensors").is_file():
-                continue
-            if zoo_name in manifest["policies"] and not args.refresh:
-                continue
-            print(f"packaging {zoo_name} from {run_dir}", file=sys.stderr, flush=True)
-            manifest["policies"][zoo_name] = package_run(name, seed, run_dir, args.threads)
-            manifest["policies"] = dict(sorted(manifest["policies"].items()))
-            write_manifest(manifest)
-            entry = manifest["policies"][zoo_name]["nominal"]
-            print(f"  nominal return {entry['mean']:.1f} +- {entry['std']:.1f} ({entry['episodes']} episodes)",
-                  file=sys.stderr, flush=True)
-            done += 1
+        print(f"packaging {zoo_name} from {run_dir}", file=sys.stderr, flush=True)
+        manifest["policies"][zoo_name] = package_run(name, seed, run_dir, args.threads)
+        manifest["policies"] = dict(sorted(manifest["policies"].items()))
+        write_manifest(manifest)
+        entry = manifest["policies"][zoo_name]["nominal"]
+        print(f"  nominal return {entry['mean']:.1f} +- {entry['std']:.1f} ({entry['episodes']} episodes)",
+              file=sys.stderr, flush=True)
+        done += 1
     total = sum(p.stat().st_size for p in zoo.ZOO_DIR.rglob("*.safetensors"))
     print(f"packaged {done} policies; the zoo holds {len(manifest['policies'])} policies, "
           f"{total / 2**20:.1f} MiB of weights", file=sys.stderr)
