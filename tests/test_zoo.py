@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -157,16 +160,19 @@ def test_every_zoo_config_resolves_to_a_training_run(config, tmp_path):
         assert hp.eps_train in (0.05, 0.1, 0.2)
 
 
+def zoo_script(name: str):
+    """A script of benchmarks/zoo, imported as a module."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"zoo_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_packaging_picks_finished_runs_by_a_prefix_of_their_zoo_name(tmp_path):
     # `package.py --only hopper-td3-s2` must package that one run, not nothing (a prefix of a zoo name,
     # not only of a config name), and a run without its final policy file is never packaged.
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo" / "package.py"
-    spec = importlib.util.spec_from_file_location("zoo_package", path)
-    package = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(package)
+    package = zoo_script("package")
     configs, runs = tmp_path / "configs", tmp_path / "runs"
     configs.mkdir()
     for name in ("hopper-td3", "hopper-oa-td3", "hopper-oa-td3-paper"):
@@ -184,3 +190,18 @@ def test_packaging_picks_finished_runs_by_a_prefix_of_their_zoo_name(tmp_path):
                                        "hopper-oa-td3-s0", "hopper-oa-td3-s1"]
     assert picked("hopper-oa-td3-s") == ["hopper-oa-td3-s0", "hopper-oa-td3-s1"]
     assert len(picked("")) == 7 and picked("walker2d") == []
+
+
+def test_the_reproduction_says_when_a_policy_falls_early():
+    # A baseline whose nominal episodes end well before the time limit did not learn the task, and OA
+    # policies far shorter than their baseline have little for an attack to take: the reader is told both.
+    reproduce = zoo_script("reproduce")
+    lengths = {"TD3": [200, 212], "PPO": [1000, 1000], "OA-TD3": [127, 127], "OA-PPO": [900, 980]}
+    table = pd.DataFrame([{"env_id": "Hopper-v5", "attack": "none", "group": g, "length": n}
+                          for g, ns in lengths.items() for n in ns])
+    assert reproduce.weak_baselines(table, "Hopper-v5") == ["TD3"]
+    text = reproduce.early_falls(table, "Hopper-v5")
+    assert "OA-TD3 127 steps against the baselines' longest 1000" in text and "OA-PPO" not in text.split("steps")[0]
+    assert "TD3 206 steps of the 1000-step time limit" in text
+    table["length"] = 1000
+    assert reproduce.early_falls(table, "Hopper-v5") is None and reproduce.weak_baselines(table, "Hopper-v5") == []

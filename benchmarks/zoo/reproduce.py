@@ -21,6 +21,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # figures go to files
+import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -221,19 +222,36 @@ def seed_caveat(table: pd.DataFrame) -> list[str]:
     return out
 
 
+def weak_baselines(table: pd.DataFrame, env: str) -> list[str]:
+    """The baseline groups (TD3, PPO) whose nominal episodes on `env` last under half its time limit:
+    they did not learn the task (an env without a time limit has none)."""
+    lengths, limit = nominal_lengths(table, env), gym.spec(env).max_episode_steps
+    return [g for g in ("TD3", "PPO") if g in lengths.index and limit and lengths[g] < limit / 2]
+
+
 def early_falls(table: pd.DataFrame, env: str) -> str | None:
     """A sentence when the OA policies' nominal episodes on `env` last under half as long as the longest
-    baseline's: they learned to fall early, so an attack has little left to take from them."""
+    baseline's (they learned to fall early, so an attack has little left to take from them), and one
+    when a baseline's last under half the env's time limit (the comparison is then between policies
+    that did not learn the task)."""
     lengths = nominal_lengths(table, env)
     base = max((lengths[g] for g in ("TD3", "PPO") if g in lengths.index), default=None)
     short = [f"{g} {lengths[g]:.0f}" for g in ("OA-TD3", "OA-PPO") if g in lengths.index and base and lengths[g] < base / 2]
-    if not short:
+    weak = [f"{g} {lengths[g]:.0f}" for g in weak_baselines(table, env)]
+    out = []
+    if short:
+        out.append(f"The OA policies fall early: their nominal episodes last {', '.join(short)} steps against the "
+                   f"baselines' longest {base:.0f}. A policy that ends its episode early has little for an attack "
+                   "to take: their flat robustness curves show how little they have to lose, not robustness.")
+    if weak:
+        out.append(f"A baseline falls early too: {', '.join(weak)} steps of the "
+                   f"{gym.spec(env).max_episode_steps}-step time limit. Its OA "
+                   "comparison is between policies that did not learn the task, so it says little about OA "
+                   "training on a policy that has.")
+    if not out:
         return None
-    return (f"  The OA policies fall early: their nominal episodes last {', '.join(short)} steps against the "
-            f"baselines' longest {base:.0f}. A policy that ends its episode early has little for an attack to "
-            "take: their flat robustness curves show how little they have to lose, not robustness."
-            + (" What OA-PPO's training logs show about it: [docs/training.md](docs/training.md), \"A known limit\"."
-               if any(x.startswith("OA-PPO") for x in short) else ""))
+    return "  " + " ".join(out) + (" What the training logs show: [docs/training.md](docs/training.md), the "
+                                   "\"A known limit\" paragraphs.")
 
 
 def robustness_claims(claims: list[Claim], env: str | None = None) -> list[Claim]:
@@ -277,9 +295,9 @@ def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> 
     return out
 
 
-def bottom_line(claims: list[Claim], costs: pd.DataFrame) -> list[str]:
+def bottom_line(claims: list[Claim], costs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     """The answer to "should I train with OA?" as these numbers give it: the robustness verdicts
-    counted over envs, next to what OA training cost per env step."""
+    counted over envs, next to what OA training cost per env step, and the limits of the evidence."""
     robust = [c for c in robustness_claims(claims) if c.verdict != NOT_MEASURED]
     if not robust:
         return []
@@ -296,9 +314,12 @@ def bottom_line(claims: list[Claim], costs: pd.DataFrame) -> list[str]:
               for env in ENVS for algo in ("oa-td3", "oa-ppo") if (r := cost_ratio(costs, env, algo)) is not None]
     cost = (f" Training wall time per env step, OA over its baseline: {', '.join(ratios)} (machines in (f))."
             if ratios else "")
-    return [f"- **Should you train with OA?** On these numbers, {answer}.{cost} Two limits: a few training seeds "
-            "give wide intervals, and where a baseline already holds its nominal return under attack there is "
-            "little to win. Before deciding, score your own policy with `rbrl attack --policy CKPT --attack "
+    limits = ["a few training seeds give wide intervals",
+              "where a baseline already holds its nominal return under attack there is little to win"]
+    if weak := [f"{g} on {env}" for env in ENVS if env in set(table["env_id"]) for g in weak_baselines(table, env)]:
+        limits.append(f"where a baseline did not learn the task ({', '.join(weak)}) its comparison says little")
+    return [f"- **Should you train with OA?** On these numbers, {answer}.{cost} Limits: {'; '.join(limits)}. "
+            "Before deciding, score your own policy with `rbrl attack --policy CKPT --attack "
             "standard` and compare it with a baseline at the budgets your task needs."]
 
 
@@ -360,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
               "at once on 2 cores with other work alongside, so the absolute times are upper bounds; the",
               "ratios compare runs trained under the same conditions; a ratio between runs on different",
               "machines, as the machine column shows, is only indicative):", "", *cost, ""]
-    lines += ["## What this means", "", *meaning(claims, summary, main_table), *bottom_line(claims, costs), ""]
+    lines += ["## What this means", "", *meaning(claims, summary, main_table), *bottom_line(claims, costs, main_table), ""]
     for env in envs:
         t = main_table[main_table["env_id"] == env]
         built = tables.build_tables(t, by="group")[env]
