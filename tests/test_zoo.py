@@ -58,7 +58,12 @@ def test_the_whole_zoo_stays_under_40_mb():
 def test_a_short_nominal_evaluation_reproduces_the_recorded_returns():
     if not NAMES:
         pytest.skip("no bundled policies")
-    picked = NAMES[:: max(1, len(NAMES) // 3)][:3]  # a few policies, spread over the zoo
+    # Only policies whose own episodes agree within 5%: on one that falls at a chaotic moment (TD3 on
+    # Hopper: 268 +- 169), float rounding that differs with the batch of envs still in play or with the
+    # CPU's kernels moves an episode's return by hundreds, so 2 episodes could not check the record.
+    steady = [n for n in NAMES if zoo.entry(n)["nominal"]["std"] <= 0.05 * abs(zoo.entry(n)["nominal"]["mean"])]
+    picked = steady[:: max(1, len(steady) // 3)][:3]  # a few policies, spread over the zoo
+    assert len(picked) == 3
     for name in picked:
         recorded = zoo.entry(name)["nominal"]["returns"][:2]
         got = evaluate(load_policy(f"zoo:{name}"), "none", 0.0, episodes=2, seed=0, num_envs=2).returns
@@ -205,3 +210,22 @@ def test_the_reproduction_says_when_a_policy_falls_early():
     assert "TD3 206 steps of the 1000-step time limit" in text
     table["length"] = 1000
     assert reproduce.early_falls(table, "Hopper-v5") is None and reproduce.weak_baselines(table, "Hopper-v5") == []
+
+
+def test_the_reproduction_compares_the_paper_schedule_with_the_cheaper_one():
+    reproduce = zoo_script("reproduce")
+
+    def rows(group, nominal, worst, seeds):
+        return [{"env_id": "Hopper-v5", "group": group, "attack": reproduce.NOMINAL, "eps": 0.0, "value": nominal,
+                 "n_policies": seeds},
+                {"env_id": "Hopper-v5", "group": group, "attack": reproduce.WORST, "eps": 0.1, "value": worst,
+                 "n_policies": seeds}]
+
+    summary = pd.DataFrame(rows("OA-TD3", 319.0, 317.0, 3) + rows(reproduce.PAPER_SCHEDULE, 234.0, 233.0, 1))
+    text = reproduce.schedule_verdict(summary, "Hopper-v5", "oa_batch_size 64", 0.1)
+    assert text.startswith("On these seeds the paper's schedule does not do better: nominal 234")
+    assert "against 319 and 317 with oa_batch_size 64" in text and "1 seed of the paper's schedule" in text
+    summary = pd.DataFrame(rows("OA-TD3", 319.0, 317.0, 3) + rows(reproduce.PAPER_SCHEDULE, 900.0, 800.0, 3))
+    text = reproduce.schedule_verdict(summary, "Hopper-v5", "oa_batch_size 64", 0.1)
+    assert "does better" in text and "preliminary" not in text
+    assert reproduce.schedule_verdict(summary[summary["group"] == "OA-TD3"], "Hopper-v5", "oa_batch_size 64", 0.1) is None

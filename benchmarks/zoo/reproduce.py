@@ -173,6 +173,27 @@ def group_table(summary: pd.DataFrame, env: str, first: str, rows: list[tuple[st
     return lines
 
 
+def schedule_verdict(summary: pd.DataFrame, env: str, cheap: str, eps_train: float) -> str | None:
+    """One sentence comparing OA-TD3 on the paper's schedule with the zoo's cheaper setting on `env`:
+    nominal and worst-case return at eps_train, mean of each, and how many seeds back the paper's."""
+    s = summary[summary["env_id"] == env]
+
+    def mean(group: str, attack: str, eps: float) -> float | None:
+        r = s[(s["group"] == group) & (s["attack"] == attack) & np.isclose(s["eps"], eps)]
+        return None if r.empty else float(r["value"].iloc[0])
+
+    paper = [mean(PAPER_SCHEDULE, NOMINAL, 0.0), mean(PAPER_SCHEDULE, WORST, eps_train)]
+    cheaper = [mean("OA-TD3", NOMINAL, 0.0), mean("OA-TD3", WORST, eps_train)]
+    if None in paper or None in cheaper:
+        return None
+    seeds = int(s.loc[s["group"] == PAPER_SCHEDULE, "n_policies"].max())
+    better = all(p > c for p, c in zip(paper, cheaper, strict=True))
+    return (f"On these seeds the paper's schedule does {'better' if better else 'not do better'}: nominal "
+            f"{paper[0]:.0f} and worst case at eps_train ({eps_train:g}) {paper[1]:.0f}, against {cheaper[0]:.0f} "
+            f"and {cheaper[1]:.0f} with {cheap}"
+            + (f" ({seeds} seed{'s' if seeds > 1 else ''} of the paper's schedule: preliminary)." if seeds < 3 else "."))
+
+
 def held(summary: pd.DataFrame, env: str, group: str, eps_min: float) -> tuple[int, int]:
     """(cells, of all attacked cells at eps >= eps_min) where `group` kept >= 95% of its nominal mean
     return: how much room the budgets left for robust training to show a difference."""
@@ -411,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                   "`ablations` suite) tells whether that setting changes the result. Return (mean [95% CI]):", "",
                   *group_table(summary, SCHEDULE_ENV, "policy", [("TD3", "TD3"), (f"OA-TD3, {cheap}", "OA-TD3"),
                                                                 ("OA-TD3, the paper's schedule", PAPER_SCHEDULE)]), ""]
+        eps_train = eps_train_of(table[table["env_id"] == SCHEDULE_ENV], "OA-TD3") or 0.1
+        if (verdict := schedule_verdict(summary, SCHEDULE_ENV, cheap, eps_train)) is not None:
+            lines += [verdict, ""]
     text = "\n".join(lines).rstrip() + "\n"
     atomic_write_bytes(args.out, text.encode())
     print(f"wrote {args.out} and figures in {args.figures}", file=sys.stderr)
