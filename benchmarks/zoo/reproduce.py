@@ -151,6 +151,12 @@ def cost_table(costs: pd.DataFrame) -> list[str]:
     return lines
 
 
+def summary_row(summary: pd.DataFrame, group: str, attack: str, eps: float) -> pd.Series | None:
+    """The summary's row of `group` under `attack` at `eps` (eps 0 for the nominal return), or None."""
+    r = summary[(summary["group"] == group) & (summary["attack"] == attack) & np.isclose(summary["eps"], eps)]
+    return None if r.empty else r.iloc[0]
+
+
 def group_table(summary: pd.DataFrame, env: str, first: str, rows: list[tuple[str, str]]) -> list[str]:
     """Nominal and worst-case return (mean [95% CI]) per eps of the groups `rows` ((label, group) pairs) on
     `env`, one row each; a group not in the results reads "not measured"."""
@@ -164,9 +170,9 @@ def group_table(summary: pd.DataFrame, env: str, first: str, rows: list[tuple[st
             lines.append(f"| {label} | 0 | not measured |" + " |" * len(grid))
             continue
 
-        def cell(attack: str, eps: float, g: pd.DataFrame = g) -> str:
-            r = g[(g["attack"] == attack) & np.isclose(g["eps"], eps)]
-            return "" if r.empty else f"{r['value'].iloc[0]:.0f} [{r['ci_low'].iloc[0]:.0f}, {r['ci_high'].iloc[0]:.0f}]"
+        def cell(attack: str, eps: float, group: str = group) -> str:
+            r = summary_row(s, group, attack, eps)
+            return "" if r is None else f"{r['value']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}]"
 
         lines.append(f"| {label} | {g['n_policies'].max()} | {cell(NOMINAL, 0.0)} | "
                      + " | ".join(cell(WORST, e) for e in grid) + " |")
@@ -179,8 +185,8 @@ def schedule_verdict(summary: pd.DataFrame, env: str, cheap: str, eps_train: flo
     s = summary[summary["env_id"] == env]
 
     def mean(group: str, attack: str, eps: float) -> float | None:
-        r = s[(s["group"] == group) & (s["attack"] == attack) & np.isclose(s["eps"], eps)]
-        return None if r.empty else float(r["value"].iloc[0])
+        r = summary_row(s, group, attack, eps)
+        return None if r is None else float(r["value"])
 
     paper = [mean(PAPER_SCHEDULE, NOMINAL, 0.0), mean(PAPER_SCHEDULE, WORST, eps_train)]
     cheaper = [mean("OA-TD3", NOMINAL, 0.0), mean("OA-TD3", WORST, eps_train)]
@@ -207,7 +213,7 @@ def held(summary: pd.DataFrame, env: str, group: str, eps_min: float) -> tuple[i
 
 def nominal_lengths(table: pd.DataFrame, env: str) -> pd.Series:
     """Mean nominal episode length per group on `env`."""
-    nominal = table[(table["env_id"] == env) & (table["attack"] == "none")]
+    nominal = table[(table["env_id"] == env) & (table["attack"] == NOMINAL)]
     return nominal.groupby("group")["length"].mean()
 
 
@@ -337,7 +343,7 @@ def bottom_line(claims: list[Claim], costs: pd.DataFrame, table: pd.DataFrame) -
             if ratios else "")
     limits = ["a few training seeds give wide intervals",
               "where a baseline already holds its nominal return under attack there is little to win"]
-    if weak := [f"{g} on {env}" for env in ENVS if env in set(table["env_id"]) for g in weak_baselines(table, env)]:
+    if weak := [f"{g} on {env}" for env in ENVS for g in weak_baselines(table, env)]:
         limits.append(f"where a baseline did not learn the task ({', '.join(weak)}) its comparison says little")
     return [f"- **Should you train with OA?** On these numbers, {answer}.{cost} Limits: {'; '.join(limits)}. "
             "Before deciding, score your own policy with `rbrl attack --policy CKPT --attack "
