@@ -229,3 +229,20 @@ def test_the_reproduction_compares_the_paper_schedule_with_the_cheaper_one():
     text = reproduce.schedule_verdict(summary, "Hopper-v5", "oa_batch_size 64", 0.1)
     assert "does better" in text and "preliminary" not in text
     assert reproduce.schedule_verdict(summary[summary["group"] == "OA-TD3"], "Hopper-v5", "oa_batch_size 64", 0.1) is None
+
+
+def test_the_practitioner_summary_covers_an_env_with_one_pair_trained():
+    # An env where only PPO and OA-PPO are trained so far still gets its line in "What this means",
+    # saying which comparison is still missing; an env with nothing measured gets none.
+    reproduce = zoo_script("reproduce")
+    C = reproduce.Claim
+    claims = [C("a", "robust", "Walker2d-v5", reproduce.NOT_MEASURED), C("b", "nominal", "Walker2d-v5", reproduce.NOT_MEASURED),
+              C("c", "robust", "Walker2d-v5", reproduce.MIXED), C("c", "nominal", "Walker2d-v5", reproduce.NOT_SUPPORTED),
+              C("a", "robust", "Hopper-v5", reproduce.NOT_MEASURED), C("c", "robust", "Hopper-v5", reproduce.NOT_MEASURED)]
+    summary = pd.DataFrame(columns=["env_id", "group", "attack", "eps", "value"])
+    table = pd.DataFrame([{"env_id": "Walker2d-v5", "attack": reproduce.NOMINAL, "group": g, "length": 1000}
+                          for g in ("PPO", "OA-PPO")])
+    lines = reproduce.meaning(claims, summary, table)
+    assert lines == ["- **Walker2d-v5**: OA-PPO was more robust than PPO in some cells at and above its eps_train, "
+                     "not in all, and lost nominal return. Not measured yet: OA-TD3 vs TD3 (those policies are "
+                     "still to be trained)."]

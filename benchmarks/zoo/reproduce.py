@@ -291,27 +291,37 @@ def robustness_claims(claims: list[Claim], env: str | None = None) -> list[Claim
     return list(first.values())
 
 
+ROBUST_VERDICT = {
+    SUPPORTED: "was more robust than {base} in every measured cell at and above its eps_train",
+    MIXED: "was more robust than {base} in some cells at and above its eps_train, not in all",
+    NOT_SUPPORTED: "was not measurably more robust than {base} at and above its eps_train",
+}
+KEPT = {SUPPORTED: "kept its nominal return", NOT_SUPPORTED: "lost nominal return",
+        MIXED: "may have lost some nominal return (the interval is too wide to tell)"}
+
+
 def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> list[str]:
-    """The practitioner's summary, derived from the verdicts and the table (no hand-edited conclusions)."""
-    by = {(c.key, c.env_id): c for c in claims}
+    """The practitioner's summary, derived from the verdicts and the table (no hand-edited conclusions):
+    per env, one sentence for each OA method measured against its baseline, and a note naming the
+    pair not measured yet."""
+    pairs = (("a", "b", "OA-TD3", "TD3"), ("c", "c", "OA-PPO", "PPO"))
     out = []
     for env in ENVS:
-        a, b = by.get(("a", env)), by.get(("b", env))
-        if not a or a.verdict == NOT_MEASURED:
+        sentences, missing = [], []
+        for robust_key, nominal_key, robust, base in pairs:
+            robust_claim = next((c for c in robustness_claims(claims, env) if c.key == robust_key), None)
+            nominal = [c for c in claims if c.key == nominal_key and c.env_id == env and c is not robust_claim]
+            if robust_claim is None or robust_claim.verdict == NOT_MEASURED:
+                missing.append(f"{robust} vs {base}")
+                continue
+            kept = KEPT.get(nominal[0].verdict, "has no nominal measurement") if nominal else "has no nominal measurement"
+            sentences.append(f"{robust} {ROBUST_VERDICT[robust_claim.verdict].format(base=base)}, and {kept}")
+        if not sentences:
             continue
-        if a.verdict == SUPPORTED:
-            verdict = "OA-TD3 was more robust than TD3 in every measured cell at and above its eps_train"
-        elif a.verdict == MIXED:
-            verdict = "OA-TD3 was more robust than TD3 in some cells at and above its eps_train, not in all"
-        else:
-            verdict = "OA-TD3 was not measurably more robust than TD3 at and above its eps_train"
-        kept = {SUPPORTED: "kept its nominal return", NOT_SUPPORTED: "lost nominal return",
-                MIXED: "may have lost some nominal return (the interval is too wide to tell)",
-                NOT_MEASURED: "has no nominal measurement"}[b.verdict]
-        out.append(f"- **{env}**: {verdict}, and {kept}.")
-        c = [x for x in claims if x.key == "c" and x.env_id == env]
-        if c and c[0].verdict != NOT_MEASURED:
-            out.append(f"  OA-PPO vs PPO: robustness {MARK[c[0].verdict]}; nominal return kept: {MARK[c[1].verdict]}.")
+        line = f"- **{env}**: " + "; ".join(sentences) + "."
+        if missing:
+            line += f" Not measured yet: {', '.join(missing)} (those policies are still to be trained)."
+        out.append(line)
         room = [f"{g} in {h} of {n}" for g in ("TD3", "PPO") for h, n in [held(summary, env, g, 0.1)] if n]
         if room:
             out.append(f"  How much the budgets stress the baselines: at eps >= 0.1 (every attack and the worst case) "
