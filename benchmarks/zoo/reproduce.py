@@ -219,11 +219,13 @@ def nominal_lengths(table: pd.DataFrame, env: str) -> pd.Series:
 
 def env_notes(table: pd.DataFrame, env: str, costs: pd.DataFrame) -> list[str]:
     """What a reader of one env's section needs besides its table: how long the nominal episodes last
-    (a policy that falls early scores low whatever the attack) and any OA-TD3 setting cheaper than the
-    paper's schedule, from the zoo's manifest."""
+    (a policy that falls early scores low whatever the attack), the main groups not trained yet, and
+    any OA-TD3 setting cheaper than the paper's schedule, from the zoo's manifest."""
     lengths = nominal_lengths(table, env)
     out = ["Nominal episode length (mean steps; episodes end at the env's time limit or when the agent "
            "falls): " + ", ".join(f"{g} {lengths[g]:.0f}" for g in MAIN_GROUPS if g in lengths.index) + "."]
+    if absent := [g for g in MAIN_GROUPS if g not in set(table["group"])]:
+        out += ["", f"Not in the results yet on {env}: {', '.join(absent)} (their zoo policies are still to be trained)."]
     if cheap := cheap_schedule(costs, env):
         out += ["", f"OA-TD3 on {env} was trained with {cheap} (its OA critic "
                    "target and OA actor term on that many rows of each batch, not all of them as in the paper's "
