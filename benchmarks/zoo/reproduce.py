@@ -245,9 +245,9 @@ def seed_caveat(table: pd.DataFrame) -> list[str]:
         few = {g: int(n) for g, n in seeds[env].items() if n < 3}
         if few:
             counts = ", ".join(f"{g} {n}" for g, n in few.items())
-            out += [f"**{env} has fewer than 3 training seeds per algorithm so far** ({counts}): with one seed "
-                    "an interval covers episode-to-episode noise only, not the variation between training runs "
-                    "that the claim is about. Read its verdicts as preliminary.", ""]
+            out += [f"**{env} has fewer than 3 training seeds per algorithm so far** ({counts}): an interval "
+                    "over so few training runs barely measures the variation between them that the claim is "
+                    "about (over one, only episode-to-episode noise). Read its verdicts as preliminary.", ""]
     return out
 
 
