@@ -299,7 +299,8 @@ ROBUST_VERDICT = {
     NOT_SUPPORTED: "was not measurably more robust than {base} at and above its eps_train",
 }
 KEPT = {SUPPORTED: "kept its nominal return", NOT_SUPPORTED: "lost nominal return",
-        MIXED: "may have lost some nominal return (the interval is too wide to tell)"}
+        MIXED: "may have lost some nominal return (the interval is too wide to tell)",
+        NOT_MEASURED: "has no nominal measurement"}
 
 
 def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> list[str]:
@@ -309,14 +310,15 @@ def meaning(claims: list[Claim], summary: pd.DataFrame, table: pd.DataFrame) -> 
     pairs = (("a", "b", "OA-TD3", "TD3"), ("c", "c", "OA-PPO", "PPO"))
     out = []
     for env in ENVS:
+        robust_of = {c.key: c for c in robustness_claims(claims, env)}
         sentences, missing = [], []
         for robust_key, nominal_key, robust, base in pairs:
-            robust_claim = next((c for c in robustness_claims(claims, env) if c.key == robust_key), None)
-            nominal = [c for c in claims if c.key == nominal_key and c.env_id == env and c is not robust_claim]
+            robust_claim = robust_of.get(robust_key)
             if robust_claim is None or robust_claim.verdict == NOT_MEASURED:
                 missing.append(f"{robust} vs {base}")
                 continue
-            kept = KEPT.get(nominal[0].verdict, "has no nominal measurement") if nominal else "has no nominal measurement"
+            nominal = next((c for c in claims if c.key == nominal_key and c.env_id == env and c is not robust_claim), None)
+            kept = KEPT[nominal.verdict if nominal else NOT_MEASURED]
             sentences.append(f"{robust} {ROBUST_VERDICT[robust_claim.verdict].format(base=base)}, and {kept}")
         if not sentences:
             continue
