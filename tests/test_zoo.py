@@ -248,3 +248,15 @@ def test_the_practitioner_summary_covers_an_env_with_one_pair_trained():
                      "still to be trained)."]
     notes = reproduce.env_notes(table, "Walker2d-v5", reproduce.training_costs())
     assert "Not in the results yet on Walker2d-v5: TD3, OA-TD3 (their zoo policies are still to be trained)." in notes
+
+
+def test_the_training_cost_ratio_compares_the_least_disturbed_runs():
+    # Other work on the machine only adds wall time, so one contended seed must not move the OA / baseline
+    # ratio: it compares each algorithm's fastest seed, and the table still shows the mean and slowest.
+    reproduce = zoo_script("reproduce")
+    costs = pd.DataFrame([{"env": "Walker2d-v5", "algo": a, "seed": s, "ms_per_step": ms, "oa_batch_size": None,
+                           "machine": "m"} for a, s, ms in [("ppo", 0, 1.0), ("ppo", 1, 2.5), ("oa-ppo", 0, 3.0),
+                                                            ("oa-ppo", 1, 3.2)]])
+    assert reproduce.cost_ratio(costs, "Walker2d-v5", "oa-ppo") == pytest.approx(3.0)
+    assert reproduce.cost_ratio(costs, "Walker2d-v5", "oa-td3") is None
+    assert "| Walker2d-v5 | ppo | 2 | 1.00 (1.75, 2.50) |  | m |" in reproduce.cost_table(costs)
